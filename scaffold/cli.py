@@ -1,0 +1,153 @@
+"""The `scaffold` command line: thin Typer commands over the library modules.
+
+Errors: every ``ScaffoldError`` becomes one line on stderr and its exit code here,
+in ``run_command``; set ``SCAFFOLD_DEBUG=1`` to see the traceback instead.
+"""
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from scaffold import __version__
+from scaffold.errors import ScaffoldError
+from scaffold.features import FEATURES
+
+app = typer.Typer(
+    name="scaffold",
+    help="Generate explicit PyTorch training projects you own, and keep them current.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@contextmanager
+def run_command() -> Iterator[None]:
+    """Turn a ScaffoldError into a one-line message and its exit code."""
+    try:
+        yield
+    except ScaffoldError as exc:
+        if os.environ.get("SCAFFOLD_DEBUG") == "1":
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"scaffold {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Generate explicit PyTorch training projects you own, and keep them current."""
+
+
+def _ask_features() -> set[str]:
+    """Ask yes/no for each feature (used in a terminal without flags)."""
+    return {
+        feature.name
+        for feature in FEATURES
+        if typer.confirm(f"{feature.flag:<18} {feature.help}", default=False)
+    }
+
+
+def new_project(path: Path, yes: bool, force: bool, **chosen: bool) -> None:
+    """Create a new training project at PATH (its last part is the project name)."""
+    from scaffold.project import create_project  # lazy: keeps --help fast
+
+    features = {f.name for f in FEATURES if chosen.get(f.key)}
+    with run_command():
+        if not features and not yes and sys.stdin.isatty() and sys.stdout.isatty():
+            features = _ask_features()
+        spec = create_project(path, features, force=force)
+        typer.echo(f"Created {path} ({len(spec.features)} feature(s)).")
+        typer.echo(f"To repeat: {spec.command_line(path)}")
+        typer.echo(f"Next: cd {path} && python train.py")
+
+
+def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
+    """Give ``function`` one boolean option per registry feature, for Typer."""
+    parameters = [
+        inspect.Parameter(
+            "path",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[
+                Path, typer.Argument(help="Directory to create; its name names the project.")
+            ],
+        ),
+        inspect.Parameter(
+            "yes",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--yes", "-y", help="Do not ask; use the flags given.")
+            ],
+        ),
+        inspect.Parameter(
+            "force",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option(
+                    "--force",
+                    help="Allow a non-empty directory (never overwrites a differing file).",
+                ),
+            ],
+        ),
+    ]
+    for feature in FEATURES:
+        parameters.append(
+            inspect.Parameter(
+                feature.key,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False,
+                annotation=Annotated[
+                    bool, typer.Option(feature.flag, help=feature.help)
+                ],
+            )
+        )
+
+    def command(**kwargs: Any) -> None:
+        function(**kwargs)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = function.__doc__
+    command.__name__ = function.__name__
+    return command
+
+
+app.command("new")(_with_feature_options(new_project))
+
+
+@app.command("features")
+def list_features() -> None:
+    """List the features `scaffold new` can generate."""
+    width = max(len(feature.flag) for feature in FEATURES)
+    for feature in FEATURES:
+        relations = []
+        if feature.requires:
+            relations.append("requires " + ", ".join(feature.requires))
+        if feature.conflicts:
+            relations.append("conflicts with " + ", ".join(feature.conflicts))
+        suffix = f" [{'; '.join(relations)}]" if relations else ""
+        typer.echo(f"{feature.flag:<{width}}  {feature.help}{suffix}")

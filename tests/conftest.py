@@ -1,0 +1,33 @@
+"""Shared pytest fixtures for the scaffold test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from slurm_cluster import SlurmCluster, ensure_slurm_installed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml; repeating it keeps `--strict-markers`
+    # working when pytest is run with another configuration file.
+    config.addinivalue_line("markers", "slurm: needs the local SLURM test cluster")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A running single-node SLURM cluster shared by the whole session.
+
+    SLURM is installed with apt on first use; the tests are skipped only when
+    that is impossible (not root, no apt, install failure).  Pass
+    ``slurm_cluster.env`` to any subprocess that calls SLURM commands.
+    """
+    reason = ensure_slurm_installed()
+    if reason is not None:
+        pytest.skip(f"SLURM unavailable: {reason}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
