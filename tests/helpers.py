@@ -1,0 +1,97 @@
+"""Shared helpers of the test suite: render projects, run their train.py, read results."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scaffold.generate import build_project
+from scaffold.manifest import manifest_files
+from scaffold.spec import ProjectSpec
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Small, fast defaults for runs of the tiny model (each overridable by later args).
+TINY_ARGS = [
+    "--n-train", "512", "--n-val", "96", "--n-test", "96",
+    "--batch-size", "32", "--max-epochs", "2", "--warmup-steps", "3",
+    "--lr", "0.05", "--min-lr", "0.005", "--log-every", "4",
+    "--sanity-val-steps", "0", "--ckpt-every", "0",
+]
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write {relative path: text} under root."""
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+def render(root: Path, features=(), name: str = "proj", tiny: bool = True) -> Path:
+    """Generate a project (with its .scaffold record) into root/name.
+
+    With tiny=True the demo model.py/data.py are replaced by the tiny MLP fixtures,
+    which plug in through the same contract and train in milliseconds.
+    """
+    spec = ProjectSpec.create(name, set(features))
+    files = build_project(spec)
+    project = write_files(root / name, {**files, **manifest_files(spec, files)})
+    if tiny:
+        (project / "model.py").write_text((FIXTURES / "tiny_model.py").read_text())
+        (project / "data.py").write_text((FIXTURES / "tiny_data.py").read_text())
+    return project
+
+
+def train_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for generated runs: one thread per process (tests run in parallel)."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    env.update(extra or {})
+    return env
+
+
+def run_train(project: Path, *args: str, tiny_defaults: bool = True, check: bool = True,
+              timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python train.py ARGS` in the project; fail with its output when check fails."""
+    argv = [sys.executable, "train.py", *(TINY_ARGS if tiny_defaults else []), *args]
+    result = subprocess.run(argv, cwd=project, capture_output=True, text=True,
+                            timeout=timeout, env=train_env(env))
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    return result
+
+
+def run_torchrun(project: Path, nproc: int, *args: str, tiny_defaults: bool = True,
+                 check: bool = True, timeout: float = 300, launcher_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc_per_node=N train.py ARGS` in the project."""
+    argv = [sys.executable, "-m", "torch.distributed.run", *(launcher_args or ("--standalone",)),
+            f"--nproc_per_node={nproc}", "train.py", *(TINY_ARGS if tiny_defaults else []), *args]
+    result = subprocess.run(argv, cwd=project, capture_output=True, text=True,
+                            timeout=timeout, env=train_env(env))
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    return result
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
