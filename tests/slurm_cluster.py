@@ -110,13 +110,14 @@ def ensure_slurm_installed() -> str | None:
     """Make sure SLURM and munge are installed, installing them with apt.
 
     Returns ``None`` when everything is available (this is a few ``which``
-    look-ups when already installed), otherwise a one-line reason why the
-    packages cannot be installed.
+    look-ups when already installed), otherwise a one-line reason why SLURM
+    cannot be used.  Root is required even when installed: the test cluster
+    runs its daemons as ``SlurmUser=root``.
     """
+    if os.geteuid() != 0:
+        return "not running as root (the test cluster's daemons need root)"
     if not _missing_executables():
         return None
-    if os.geteuid() != 0:
-        return f"missing {', '.join(_missing_executables())} and not running as root"
     if shutil.which("apt-get") is None:
         return f"missing {', '.join(_missing_executables())} and no apt-get"
     with _INSTALL_LOCK.open("w") as lock:
