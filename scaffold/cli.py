@@ -61,6 +61,11 @@ def main(
     """Generate explicit PyTorch training projects you own, and keep them current."""
 
 
+def _is_interactive() -> bool:
+    """True in a terminal, where `scaffold new` may ask questions."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _ask_features() -> set[str]:
     """Ask yes/no for each feature (used in a terminal without flags)."""
     return {
@@ -76,7 +81,7 @@ def new_project(path: Path, yes: bool, force: bool, **chosen: bool) -> None:
 
     features = {f.name for f in FEATURES if chosen.get(f.key)}
     with run_command():
-        if not features and not yes and sys.stdin.isatty() and sys.stdout.isatty():
+        if not features and not yes and _is_interactive():
             features = _ask_features()
         spec = create_project(path, features, force=force)
         typer.echo(f"Created {path} ({len(spec.features)} feature(s)).")
@@ -151,3 +156,129 @@ def list_features() -> None:
             relations.append("conflicts with " + ", ".join(feature.conflicts))
         suffix = f" [{'; '.join(relations)}]" if relations else ""
         typer.echo(f"{feature.flag:<{width}}  {feature.help}{suffix}")
+
+
+# -----------------------------------------------------------------------------
+# keeping a project current: update, add, remove, diff, check
+
+ProjectArgument = Annotated[
+    Path, typer.Argument(help="The project directory (default: the current one).")
+]
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--path", "-C", help="The project directory (default: the current one)."
+    ),
+]
+FeatureArguments = Annotated[
+    list[str],
+    typer.Argument(
+        help="Feature names, as listed by `scaffold features`.",
+        metavar="FEATURE",
+        show_default=False,
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print what would change; write nothing.")
+]
+AllowDirtyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-dirty",
+        help="Update even files with uncommitted git changes.",
+    ),
+]
+
+
+def _update_with(
+    plan_function: Callable[[], Any], dry_run: bool, allow_dirty: bool
+) -> None:
+    """Plan, check, apply unless --dry-run, report; exit 1 when conflicts remain."""
+    from scaffold.update import execute_plan  # lazy: keeps --help fast
+
+    with run_command():
+        plan = plan_function()
+        execute_plan(plan, dry_run=dry_run, allow_dirty=allow_dirty)
+        for line in plan.report(dry_run=dry_run):
+            typer.echo(line)
+        error = plan.conflict_error()
+        if error is not None and not dry_run:
+            raise error
+
+
+@app.command("update")
+def update_command(
+    path: ProjectArgument = Path("."),
+    dry_run: DryRunOption = False,
+    allow_dirty: AllowDirtyOption = False,
+) -> None:
+    """Merge the installed templates into a project, keeping your edits.
+
+    Refuses files with uncommitted git changes (unless --allow-dirty); exits 1
+    when a conflict is left for you to resolve.
+    """
+    from scaffold.update import plan_update
+
+    _update_with(lambda: plan_update(path), dry_run, allow_dirty)
+
+
+@app.command("add")
+def add_command(
+    features: FeatureArguments,
+    path: ProjectOption = Path("."),
+    dry_run: DryRunOption = False,
+    allow_dirty: AllowDirtyOption = False,
+) -> None:
+    """Add features to a project: `scaffold add amp clip`.
+
+    An update with changed answers: your edits are merged, never overwritten.
+    """
+    from scaffold.update import plan_features
+
+    _update_with(lambda: plan_features(path, add=features), dry_run, allow_dirty)
+
+
+@app.command("remove")
+def remove_command(
+    features: FeatureArguments,
+    path: ProjectOption = Path("."),
+    dry_run: DryRunOption = False,
+    allow_dirty: AllowDirtyOption = False,
+) -> None:
+    """Remove features from a project: `scaffold remove amp`.
+
+    Their code that you never edited goes; code of theirs that you edited stays,
+    as conflicts for you to resolve.
+    """
+    from scaffold.update import plan_features
+
+    _update_with(lambda: plan_features(path, remove=features), dry_run, allow_dirty)
+
+
+@app.command("diff")
+def diff_command(path: ProjectArgument = Path(".")) -> None:
+    """Show what `scaffold update` would change, as a unified diff."""
+    from scaffold.update import plan_update
+
+    with run_command():
+        plan = plan_update(path)
+        typer.echo(plan.unified_diff(), nl=False)
+        for change in plan.changes:
+            if not change.writes:
+                typer.echo(change.describe(), err=True)
+
+
+@app.command("check")
+def check_command(path: ProjectArgument = Path(".")) -> None:
+    """Exit 0 if a project is current, 1 if an update would change it, 2 on error."""
+    from scaffold.update import plan_update
+
+    with run_command():
+        plan = plan_update(path)
+        if plan.is_current:
+            typer.echo(f"{plan.name} is up to date.")
+            return
+        for change in plan.changes:
+            typer.echo(change.describe())
+        typer.echo(f"{plan.name} is behind: run `scaffold update {path}`.")
+        raise typer.Exit(1)

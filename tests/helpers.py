@@ -95,3 +95,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def render_probe(root: Path, features=(), name: str = "proj") -> Path:
+    """Like render(), with the instrumented probe fixtures as model.py/data.py.
+
+    Batches carry split/sample tags; PROBE_LOG, PROBE_SLEEP and PROBE_LOSS_MUL in the
+    environment of a run switch on its record, slow it down, scale its loss (see
+    tests/fixtures/tiny_model_probe.py).
+    """
+    project = render(root, features, name=name)
+    (project / "model.py").write_text((FIXTURES / "tiny_model_probe.py").read_text())
+    (project / "data.py").write_text((FIXTURES / "tiny_data_probe.py").read_text())
+    return project

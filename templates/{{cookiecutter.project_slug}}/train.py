@@ -8,6 +8,23 @@
 {% set tensorboard = cookiecutter.tensorboard == "y" %}
 {% set debug = cookiecutter.debug == "y" %}
 {% set distributed = ddp or slurm %}
+{% macro forward_backward() %}
+{% if amp %}
+with autocast:
+    loss, metrics = compute_loss(model, batch)
+{% else %}
+loss, metrics = compute_loss(model, batch)
+{% endif %}
+{% if accumulate %}
+# mean over the window actually used, also for a short last one
+loss = loss / window_size
+{% endif %}
+{% if amp %}
+scaler.scale(loss).backward()
+{% else %}
+loss.backward()
+{% endif %}
+{% endmacro %}
 """Train {{ cookiecutter.project_name }}: an explicit PyTorch training loop you own.
 
 The model and data live in model.py and data.py; this file is the loop. Every
@@ -49,7 +66,7 @@ import signal
 import subprocess
 import sys
 import time
-{% if ddp or amp or compile %}
+{% if amp or (ddp and accumulate) %}
 from contextlib import nullcontext
 {% endif %}
 from dataclasses import dataclass, field
@@ -263,7 +280,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 {% if amp %}
-def pick_amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype | None:
     """The autocast dtype for `--amp-dtype`, or None for full precision."""
     if choice == "off":
         return None
@@ -274,7 +291,7 @@ def pick_amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and "amx_bf16" in Path("/proc/cpuinfo").read_text(errors="ignore"):
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
-    print("amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)")
+    say("amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)")
     return None
 
 
@@ -420,6 +437,17 @@ def find_resumable(run_dir: Path) -> Path | None:
     return newest
 
 
+def load_resumable(path: Path) -> dict:
+    """The checkpoint to resume from; anything else ends the run with one line."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as exc:  # not written by torch.save, or cut short
+        sys.exit(f"--resume {path}: not a readable checkpoint ({type(exc).__name__})")
+    if not isinstance(checkpoint, dict) or "train_state" not in checkpoint:
+        sys.exit(f"--resume {path}: not a checkpoint written by train.py")
+    return checkpoint
+
+
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
     periodic = sorted(ckpt_dir.glob("step_*.pt"))
     for path in periodic[: max(0, len(periodic) - keep)]:
@@ -499,15 +527,18 @@ class Progress:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.tty = enabled and sys.stdout.isatty()
+        self.open = False  # a status line without its newline is on the terminal
 
     def update(self, text: str) -> None:
         if self.enabled:
             print(f"\r\033[K{text}" if self.tty else text, end="" if self.tty else "\n", flush=True)
+            self.open = self.tty
 
     def print(self, text: str) -> None:
-        """A permanent line (validation results, notices) that the status line does not erase."""
+        """A permanent line (validation results, notices); the last status line stays above it."""
         if self.enabled:
-            print(f"\r\033[K{text}" if self.tty else text, flush=True)
+            print(f"\n{text}" if self.open else text, flush=True)
+            self.open = False
 
 
 def model_summary(model: torch.nn.Module) -> str:
@@ -696,7 +727,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     seed_everything(cfg.seed + world.rank)
     optimizer = build_optimizer(raw_model, cfg)
 {% if amp %}
-    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device)
+    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)  # says it on rank 0 only
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     # Loss scaling keeps small fp16 gradients from underflowing; bf16 needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -712,7 +743,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
     state = TrainState()
     resume_path = find_resumable(run_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
-    checkpoint = load_checkpoint(resume_path) if resume_path else None
+    checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -732,7 +763,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = raw_model
     if world.world_size > 1:
         model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    ddp_model = model
+{% if accumulate %}
+    ddp_model = model  # for no_sync(){% if compile %}, which the compiled wrapper hides{% endif %}
+
+{% endif %}
 {% else %}
     model = raw_model
 {% endif %}
@@ -843,6 +877,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model.train()
     peak_flops = gpu_peak_flops(device)
     flops_per_sample = getattr(raw_model, "flops_per_sample", None)
+    # a model of sequences can tell its tokens per sample (the demo does): tokens/s
+    tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
     # metrics accumulate on the device between log steps: no per-step host sync
     log_sums: dict[str, torch.Tensor] = {}
     log_samples = log_batches = log_steps = 0
@@ -852,10 +888,6 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     while not stopping and state.epoch < cfg.max_epochs:
         epoch = state.epoch
         loader = make_loader(train_set, cfg, world, shuffle=not cfg.overfit_batches, epoch=epoch, skip_batches=state.batch_in_epoch)
-{% if accumulate %}
-        # remembered across micro-batches of one window
-        window_size = min(cfg.accumulate_steps, batches_per_epoch - state.batch_in_epoch)
-{% endif %}
         for i, batch in enumerate(loader, start=state.batch_in_epoch):
             if i >= batches_per_epoch:
                 break
@@ -866,38 +898,18 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
 {% if accumulate %}
             if i % cfg.accumulate_steps == 0:
+                # the last window of an epoch may be shorter than accumulate_steps
                 window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
             last_of_window = (i + 1) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
-{% if ddp %}
+{% endif %}
+{% if ddp and accumulate %}
             # Gradients are all-reduced only on the last micro-batch of a window:
             # no_sync must cover the forward and the backward of the others.
             sync = last_of_window or world.world_size == 1
             with nullcontext() if sync else ddp_model.no_sync():
+                {{ forward_backward() | trim | indent(16) }}
 {% else %}
-            if True:  # (the DDP variant puts no_sync() here)
-{% endif %}
-{% if amp %}
-                with autocast:
-                    loss, metrics = compute_loss(model, batch)
-{% else %}
-                loss, metrics = compute_loss(model, batch)
-{% endif %}
-                # mean over the window actually used, also for a short last one
-                loss = loss / window_size
-{% if amp %}
-                scaler.scale(loss).backward()
-{% else %}
-                loss.backward()
-{% endif %}
-{% else %}
-{% if amp %}
-            with autocast:
-                loss, metrics = compute_loss(model, batch)
-            scaler.scale(loss).backward()
-{% else %}
-            loss, metrics = compute_loss(model, batch)
-            loss.backward()
-{% endif %}
+            {{ forward_backward() | trim | indent(12) }}
 {% endif %}
             for name, value in metrics.items():
                 log_sums[name] = log_sums.get(name, 0) + value.detach().float()
@@ -917,17 +929,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             # unscale first so that clipping and norms see the true gradients
             scaler.unscale_(optimizer)
 {% endif %}
-{% if clip %}
-            # the pre-clip global norm, logged; clipping does nothing useful to
-            # scaled gradients, hence after unscale_
-            if cfg.clip_value > 0:
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters() if p.grad is not None])
-                torch.nn.utils.clip_grad_value_(raw_model.parameters(), cfg.clip_value)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-            log_sums["grad_norm"] = log_sums.get("grad_norm", 0) + grad_norm.detach().float()
-{% endif %}
 {% if debug %}
+            # before any clipping, which would spread one layer's NaN to all
             bad = nonfinite_grads(raw_model)
             if bad:
                 progress.print(f"step {state.step}: non-finite gradients in {', '.join(bad)}")
@@ -937,6 +940,19 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 optimizer.zero_grad(set_to_none=True)
             if (state.step + 1) % cfg.log_every == 0:
                 layer_norms = layer_grad_norms(raw_model)
+{% endif %}
+{% if clip %}
+            # the pre-clip global norm, logged; clipping does nothing useful to
+            # scaled gradients, hence after unscale_
+            if cfg.clip_value > 0:
+                grads = [p.grad for p in raw_model.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.get_total_norm(grads)
+                # by hand: clip_grad_value_ fails when no parameter has a gradient
+                for grad in grads:
+                    grad.clamp_(-cfg.clip_value, cfg.clip_value)
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+            log_sums["grad_norm"] = log_sums.get("grad_norm", 0) + grad_norm.detach().float()
 {% endif %}
 {% if amp %}
             scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
@@ -960,7 +976,15 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
                 per = {"grad_norm": log_steps}
                 means = {k: v / per.get(k, log_batches) for k, v in zip(names, totals.tolist())}
+{% if amp and clip %}
+                # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
+                # lowers the scale (its job, no reason to stop), so while it is on
+                # only the other metrics must be finite
+                checked = {k: v for k, v in means.items() if k != "grad_norm" or not scaler.is_enabled()}
+                if not all(math.isfinite(v) for v in checked.values()):
+{% else %}
                 if not all(math.isfinite(v) for v in means.values()):
+{% endif %}
                     # every rank sees the same reduced values, so all stop together
                     raise FloatingPointError(f"non-finite training metrics at step {state.step}: {means}")
                 elapsed = time.perf_counter() - log_t0
@@ -969,6 +993,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 fields = [f"step {state.step}/{total_steps}", f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%"]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
                 fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
+                if tokens_per_sample is not None:
+                    row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+                    fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
                     mfu = flops_per_sample() * samples_per_s / world.world_size / peak_flops
                     fields.append(f"mfu {100 * mfu:.1f}%")
@@ -1065,8 +1092,8 @@ def open_tensorboard(log_dir: Path, purge_step: int):
     """A SummaryWriter, or None with a message when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("tensorboard: package not installed (pip install tensorboard); logging to metrics.csv only")
+    except ImportError as exc:
+        print(f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only")
         return None
     # purge_step drops events a crashed run logged after its last checkpoint
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)

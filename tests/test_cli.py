@@ -1,0 +1,213 @@
+"""The scaffold command line: help, version, features, `new`, and every bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scaffold import __version__
+from scaffold.cli import app
+from scaffold.features import FEATURES
+from scaffold.manifest import read_manifest
+
+runner = CliRunner()
+
+
+def scaffold(*args: str, cwd: Path | None = None, input: str | None = None):
+    """Run the real console entry point in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "scaffold", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=120,
+    )
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_help_lists_commands_and_does_not_import_heavy_modules():
+    code = (
+        "import sys; from scaffold.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'black', 'jinja2', 'cookiecutter')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "new" in result.stdout and "features" in result.stdout
+    assert result.stdout.strip().endswith("[]")
+
+
+def test_version():
+    result = scaffold("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"scaffold {__version__}"
+
+
+def test_every_command_has_help():
+    for command in ("new", "features"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+    new_help = runner.invoke(app, ["new", "--help"]).output
+    for feature in FEATURES:
+        assert feature.flag in new_help
+
+
+def test_features_lists_each_flag_with_its_help():
+    result = runner.invoke(app, ["features"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == len(FEATURES)
+    for feature, line in zip(FEATURES, lines):
+        assert line.startswith(feature.flag)
+        assert feature.help in line
+
+
+def test_new_writes_the_project_and_its_record(tmp_path):
+    result = scaffold("new", "myproj", "--ddp", "--amp", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "scaffold new myproj --ddp --amp" in result.stdout
+    project = tmp_path / "myproj"
+    for name in ("train.py", "model.py", "data.py", "README.md", "requirements.txt",
+                 ".gitignore", "tests/test_train.py"):
+        assert (project / name).is_file(), name
+    manifest = read_manifest(project)
+    assert manifest.spec.features == {"ddp", "amp"}
+    assert manifest.base["train.py"] == (project / "train.py").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging left"
+
+
+def test_new_without_flags_in_a_terminal_asks_for_each_feature(tmp_path, monkeypatch):
+    # CliRunner's stdin is not a TTY; pretend it is, answer yes to ddp only.
+    monkeypatch.setattr("scaffold.cli._is_interactive", lambda: True)
+    answers = "".join("y\n" if f.name == "ddp" else "n\n" for f in FEATURES)
+    result = runner.invoke(app, ["new", str(tmp_path / "asked")], input=answers)
+    assert result.exit_code == 0, result.output
+    assert "scaffold new" in result.output and "--ddp" in result.output
+    assert read_manifest(tmp_path / "asked").spec.features == {"ddp"}
+
+
+def test_yes_skips_the_questions(tmp_path, monkeypatch):
+    monkeypatch.setattr("scaffold.cli._is_interactive", lambda: True)
+    result = runner.invoke(app, ["new", str(tmp_path / "quiet"), "--yes"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "quiet").spec.features == set()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "empty"),
+        ("..", "single directory name"),
+        ("9lives", "not a Python module name"),
+        ("class", "keyword"),
+        ("my-proj!", "not a Python module name"),
+    ],
+)
+def test_bad_project_names_fail_with_one_line_and_write_nothing(tmp_path, name, message):
+    before = tree(tmp_path)
+    result = scaffold("new", name, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert tree(tmp_path) == before
+
+
+def test_name_is_the_last_part_of_a_path(tmp_path):
+    (tmp_path / "parent").mkdir()
+    result = scaffold("new", "parent/child", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(tmp_path / "parent" / "child").spec.name == "child"
+
+
+def test_missing_parent_is_refused(tmp_path):
+    result = scaffold("new", "nowhere/proj", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_non_empty_target_is_refused_without_force(tmp_path):
+    target = tmp_path / "proj"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    result = scaffold("new", "proj", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--force" in result.stderr
+    assert tree(target) == {"notes.txt": b"mine"}
+
+
+def test_force_adds_to_a_non_empty_directory_but_never_overwrites(tmp_path):
+    target = tmp_path / "proj"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    (target / "model.py").write_text("# my own model\n")
+    result = scaffold("new", "proj", "--force", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "model.py" in result.stderr and "scaffold update" in result.stderr
+    assert tree(target) == {"notes.txt": b"mine", "model.py": b"# my own model\n"}
+
+    (target / "model.py").unlink()
+    result = scaffold("new", "proj", "--force", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / "train.py").is_file()
+
+
+def test_unwritable_parent_is_refused_by_the_writer(tmp_path, monkeypatch):
+    # Tests may run as root, whom permission bits do not stop: fake the answer.
+    from scaffold.errors import TargetError
+    from scaffold.writer import check_target
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(TargetError, match="permission denied"):
+        check_target(tmp_path / "proj", {"train.py": ""}, force=False)
+
+
+def test_unknown_option_is_an_error(tmp_path):
+    result = scaffold("new", "proj", "--no-such-flag", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no-such-flag" in result.stderr
+    assert not (tmp_path / "proj").exists()
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    from scaffold import writer
+    from scaffold.errors import TargetError
+    from scaffold.project import create_project
+
+    real_write = Path.write_text
+    calls = []
+
+    def failing_write(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(writer.Path, "write_text", failing_write)
+    with pytest.raises(TargetError, match="No space left"):
+        create_project(tmp_path / "proj", set())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_env_shows_the_traceback(tmp_path):
+    env = {**os.environ, "SCAFFOLD_DEBUG": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scaffold", "new", "9lives"],
+        cwd=tmp_path, capture_output=True, text=True, env=env,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "InvalidSpecError" in result.stderr
