@@ -1,0 +1,56 @@
+"""Generated projects run: fast-dev-run of representative feature sets (DDP under
+torchrun included), the project's own tests pass inside it, and the demo learns."""
+
+import subprocess
+import sys
+
+import pytest
+
+from helpers import read_summary, render, run_torchrun, run_train, train_env
+
+REPRESENTATIVE = [
+    (),
+    ("amp", "clip", "accumulate"),
+    ("early-stopping", "tensorboard", "debug"),
+    ("slurm",),
+]
+
+
+@pytest.mark.parametrize("features", REPRESENTATIVE, ids=lambda f: "+".join(f) or "base")
+def test_fast_dev_run_with_the_demo_model(tmp_path, features):
+    project = render(tmp_path, features, tiny=False)
+    result = run_train(project, "--fast-dev-run", "--run-dir", "run", tiny_defaults=False)
+    assert "final (best checkpoint)" in result.stdout
+    assert not (project / "run").exists(), "fast-dev-run must write nothing"
+
+
+def test_fast_dev_run_of_every_feature_under_torchrun(tmp_path):
+    features = ("ddp", "amp", "clip", "accumulate", "early-stopping", "slurm",
+                "tensorboard", "debug")
+    project = render(tmp_path, features, tiny=False)
+    result = run_torchrun(project, 2, "--fast-dev-run", "--amp-dtype", "bf16",
+                          "--d-model", "32", "--n-layers", "1", tiny_defaults=False)
+    assert "world size 2" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features", [(), ("ddp",)], ids=["base", "ddp"])
+def test_the_projects_own_tests_pass(tmp_path, features):
+    project = render(tmp_path, features, tiny=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project, capture_output=True, text=True, timeout=600, env=train_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "skipped" not in result.stdout
+
+
+@pytest.mark.slow
+def test_the_demo_learns_addition_with_default_settings(tmp_path):
+    project = render(tmp_path, (), tiny=False)
+    # the documented command, with default settings and the machine's threads
+    result = subprocess.run([sys.executable, "train.py"], cwd=project,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = read_summary(project / "runs" / "proj")
+    assert summary["test_acc"] >= 0.95, summary
