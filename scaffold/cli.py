@@ -282,3 +282,35 @@ def check_command(path: ProjectArgument = Path(".")) -> None:
             typer.echo(change.describe())
         typer.echo(f"{plan.name} is behind: run `scaffold update {path}`.")
         raise typer.Exit(1)
+
+
+# -----------------------------------------------------------------------------
+# reading one feature at a time
+
+
+@app.command("explain")
+def explain_command(
+    feature: Annotated[
+        str,
+        typer.Argument(
+            help="A feature name, as listed by `scaffold features`.",
+            metavar="FEATURE",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Explain a feature, then show the code it adds to the base project.
+
+    The diff is rendered from the installed templates; it is coloured on a
+    terminal and plain when piped.
+    """
+    from scaffold.examples import colorize_diff, feature_diff  # lazy: renders
+    from scaffold.explanations import explanation_text
+
+    with run_command():
+        text = explanation_text(feature)
+        diff = feature_diff(feature)
+    typer.echo(text)
+    typer.echo(f"The code it adds: scaffold new demo -> scaffold new demo --{feature}")
+    typer.echo("")
+    typer.echo(colorize_diff(diff) if sys.stdout.isatty() else diff, nl=False)

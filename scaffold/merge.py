@@ -1,9 +1,9 @@
 """Line-based three-way merge (diff3) of a base text and two changed versions.
 
 ``merge3(base, ours, theirs)`` keeps every change either side made to ``base``.
-Where both sides changed the same lines differently (or changed lines that touch),
-the result holds both versions between labelled conflict markers, as git does
-with ``merge.conflictStyle=diff3``::
+Where both sides changed the same lines differently, or inserted different lines
+at the same place, the result holds both versions between labelled conflict
+markers, as git does with ``merge.conflictStyle=diff3``::
 
     <<<<<<< yours
     seed: int = 42
@@ -16,7 +16,13 @@ with ``merge.conflictStyle=diff3``::
 The algorithm: match base against each side (``difflib.SequenceMatcher`` without
 its autojunk heuristic, which would misalign the many blank and bracket lines of
 formatted code), keep the base lines that both sides kept ("sync" runs), and
-decide each stretch between two sync runs on its own.
+decide each stretch between two sync runs on its own. A stretch both sides
+changed is looked at once more, hunk by hunk: changes that merely touch (a line
+the user edited right next to a block the template removes or adds) do not
+overlap, so they merge; only overlapping hunks conflict. That matters here more
+than in git, because adding or removing a feature inserts or deletes whole blocks
+right next to lines users edit, and a deleted block can often be aligned in
+several equally short ways, one of them touching the user's line.
 """
 
 import re
@@ -99,14 +105,58 @@ def _terminated(lines: list[str]) -> list[str]:
     return lines
 
 
+Hunk = tuple[int, int, tuple[str, ...]]  # base lines [start, end) -> new lines
+
+
+def _hunks(base: list[str], side: list[str]) -> list[Hunk]:
+    """The changes that turn ``base`` into ``side``, in base order."""
+    opcodes = SequenceMatcher(None, base, side, autojunk=False).get_opcodes()
+    return [
+        (i1, i2, tuple(side[j1:j2]))
+        for tag, i1, i2, j1, j2 in opcodes
+        if tag != "equal"
+    ]
+
+
+def _overlap(a: Hunk, b: Hunk) -> bool:
+    """Whether two hunks of different sides cannot both apply in a defined order."""
+    (a1, a2, _), (b1, b2, _) = a, b
+    if a1 == a2 and b1 == b2:  # two insertions: the same place has no order
+        return a1 == b1
+    if a1 == a2:  # an insertion inside the other's range
+        return b1 < a1 < b2
+    if b1 == b2:
+        return a1 < b1 < a2
+    return a1 < b2 and b1 < a2
+
+
+def _merge_hunks(old: list[str], mine: list[str], new: list[str]) -> list[str] | None:
+    """Apply both sides' hunks to ``old`` when none overlap; None otherwise."""
+    ours, theirs = _hunks(old, mine), _hunks(old, new)
+    both = [hunk for hunk in ours if hunk in theirs]  # the same change, taken once
+    ours = [hunk for hunk in ours if hunk not in both]
+    theirs = [hunk for hunk in theirs if hunk not in both]
+    if any(_overlap(a, b) for a in ours for b in theirs):
+        return None
+    merged: list[str] = []
+    position = 0
+    for start, end, lines in sorted(both + ours + theirs, key=lambda h: h[:2]):
+        merged.extend(old[position:start])
+        merged.extend(lines)
+        position = end
+    merged.extend(old[position:])
+    return merged
+
+
 def merge3(
     base: str, ours: str, theirs: str, labels: MergeLabels = MergeLabels()
 ) -> MergeResult:
     """Merge the changes ``ours`` and ``theirs`` made to ``base``, line by line.
 
     A stretch changed by one side only takes that side's lines; a stretch both
-    sides changed identically is taken once; any other stretch becomes a conflict
-    region showing ours, base and theirs. Lines keep their own line endings.
+    sides changed identically is taken once; a stretch both changed in different
+    places takes both changes; any other stretch becomes a conflict region showing
+    ours, base and theirs. Lines keep their own line endings.
     """
     base_lines = _lines(base)
     ours_lines = _lines(ours)
@@ -124,6 +174,8 @@ def merge3(
             merged.extend(new)
         elif new == old:
             merged.extend(mine)
+        elif (both := _merge_hunks(old, mine, new)) is not None:
+            merged.extend(both)
         else:
             conflicts += 1
             merged.append(f"<<<<<<< {labels.ours}\n")

@@ -130,8 +130,11 @@ class UpdatePlan:
         return self.old_spec == self.new_spec and not self.writes and not self.conflicts
 
     def touched_paths(self) -> list[str]:
-        """Every path (relative to the project) that applying the plan writes."""
-        return sorted({c.target for c in self.writes} | set(self.records))
+        """The project files (relative paths) that applying the plan writes.
+
+        The ``.scaffold/`` record is left out: it is scaffold's own bookkeeping.
+        """
+        return sorted({change.target for change in self.writes})
 
     def report(self, dry_run: bool = False) -> list[str]:
         """Human-readable lines: one per file, then a summary."""
@@ -334,13 +337,13 @@ def _check_version(recorded: str) -> None:
 
 
 def _record_changes(
-    record_dir: Path, old: dict[str, str], new: dict[str, str], prefix: str
+    old: dict[str, str], new: dict[str, str], prefix: str
 ) -> dict[str, bytes | None]:
     """The ``.scaffold/<prefix>/`` files to write (bytes) or delete (None)."""
     changes: dict[str, bytes | None] = {}
     for path in sorted(old.keys() | new.keys()):
         if old.get(path) != new.get(path):
-            changes[f"{record_dir.name}/{prefix}/{path}"] = _encode(new.get(path))
+            changes[f"{RECORD_DIR}/{prefix}/{path}"] = _encode(new.get(path))
     return changes
 
 
@@ -388,8 +391,8 @@ def plan_update(
             new_base[path] = decision.base
         if decision.pending is not None:
             new_pending[path] = decision.pending
-    records = _record_changes(record_dir, manifest.base, new_base, BASE_DIR)
-    records.update(_record_changes(record_dir, old_pending, new_pending, CONFLICTS_DIR))
+    records = _record_changes(manifest.base, new_base, BASE_DIR)
+    records.update(_record_changes(old_pending, new_pending, CONFLICTS_DIR))
     answers = manifest_files(new_spec, {})
     answers_path = f"{RECORD_DIR}/{ANSWERS_FILE}"
     if records or new_spec != old_spec or any(change.writes for change in changes):
@@ -460,7 +463,12 @@ def dirty_paths(project_dir: Path) -> set[str] | None:
 
 
 def check_clean(plan: UpdatePlan, allow_dirty: bool = False) -> None:
-    """Refuse to touch files with uncommitted git changes, unless ``allow_dirty``."""
+    """Refuse to touch files with uncommitted git changes, unless ``allow_dirty``.
+
+    Only the files the update would write count: uncommitted work elsewhere is no
+    reason to refuse, and the ``.scaffold/`` record may differ from the last
+    commit after a conflict (the resolved conflict is recorded by the next update).
+    """
     if allow_dirty:
         return
     dirty = dirty_paths(plan.project_dir)

@@ -7,7 +7,9 @@ from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 BASE = "a\nb\nc\nd\ne\n"
 
 
-def conflict(ours: str, base: str, theirs: str, labels: MergeLabels | None = None) -> str:
+def conflict(
+    ours: str, base: str, theirs: str, labels: MergeLabels | None = None
+) -> str:
     """The exact conflict region merge3 writes for one overlapping change."""
     labels = labels or MergeLabels()
     return (
@@ -46,7 +48,10 @@ def test_different_changes_to_the_same_line_conflict_with_labels():
     labels = MergeLabels("yours", "base", "scaffold 9.9 (new template)")
     result = merge3(BASE, "a\nb\nOURS\nd\ne\n", "a\nb\nTHEIRS\nd\ne\n", labels)
     assert result.conflicts == 1
-    assert result.text == "a\nb\n" + conflict("OURS\n", "c\n", "THEIRS\n", labels) + "d\ne\n"
+    assert (
+        result.text
+        == "a\nb\n" + conflict("OURS\n", "c\n", "THEIRS\n", labels) + "d\ne\n"
+    )
     assert has_conflict_markers(result.text)
 
 
@@ -77,7 +82,9 @@ def test_deletion_against_an_edit_of_the_same_lines_conflicts():
     theirs = "keep\nend\n"
     result = merge3(base, ours, theirs)
     assert result.text == (
-        "keep\n" + conflict("block 1 (edited)\nblock 2\n", "block 1\nblock 2\n", "") + "end\n"
+        "keep\n"
+        + conflict("block 1 (edited)\nblock 2\n", "block 1\nblock 2\n", "")
+        + "end\n"
     )
 
 
@@ -87,10 +94,30 @@ def test_both_deleting_the_same_lines():
     assert not result.has_conflicts
 
 
-def test_adjacent_changes_conflict_rather_than_guess():
-    # changes to neighbouring lines cannot be ordered safely: like git, ask the user
+def test_changes_to_neighbouring_lines_both_apply():
     result = merge3(BASE, "a\nB\nc\nd\ne\n", "a\nb\nC\nd\ne\n")
-    assert result.text == "a\n" + conflict("B\nc\n", "b\nc\n", "b\nC\n") + "d\ne\n"
+    assert result.text == "a\nB\nC\nd\ne\n"
+    assert not result.has_conflicts
+
+
+def test_edit_next_to_a_removed_block_merges_however_the_deletion_aligns():
+    # theirs removes a fenced block; the longest match aligns the deletion to
+    # start at the first closing fence, right after the line the user edited
+    base = "help\n```\n\nslurm:\n```\nsbatch x\n```\n\nA1\nA2\nA3\n"
+    ours = base.replace("help\n", "help  # mine\n")
+    theirs = "help\n```\n\nA1\nA2\nA3\n"
+    result = merge3(base, ours, theirs)
+    assert result.text == "help  # mine\n```\n\nA1\nA2\nA3\n"
+    assert not result.has_conflicts
+
+
+def test_insertion_next_to_a_changed_range_merges_inside_it_conflicts():
+    base = "a\nb\nc\nd\n"
+    # the user inserts a line before a block the template deletes: both happen
+    assert merge3(base, "a\nnote\nb\nc\nd\n", "a\nd\n").text == "a\nnote\nd\n"
+    # an insertion inside the deleted block has nowhere to go: conflict
+    result = merge3(base, "a\nb\nnote\nc\nd\n", "a\nd\n")
+    assert result.text == "a\n" + conflict("b\nnote\nc\n", "b\nc\n", "") + "d\n"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ markers, exit code and report. The expected texts are built by plain string
 replacement on the renders, never by the merge code under test.
 """
 
+import itertools
 import json
 import re
 import shutil
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, write_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import scaffold.render
 import scaffold.update
-from helpers import FIXTURES, write_files
 from scaffold import __version__
 from scaffold.cli import app
 from scaffold.errors import InvalidSpecError
@@ -45,9 +46,14 @@ LR = "    lr: float = option("
 DOC = "The model and data live in model.py and data.py"
 
 USER_SEED = '    seed: int = option(42, "my seed: the answer")'
-USER_LR = '    lr: float = option(1e-3, "peak learning rate (AdamW), tuned for my data")'
-V2_SEED = '    seed: int = option(0, "seeds model init, shuffling and every rank\'s RNG")'
-V2_README = "# {{ cookiecutter.project_name }}\n\nTrain it with `python train.py`.\n"
+USER_LR = (
+    '    lr: float = option(1e-3, "peak learning rate (AdamW), tuned for my data")'
+)
+V2_SEED = (
+    '    seed: int = option(0, "seeds model init, shuffling and every rank\'s RNG")'
+)
+NEW_FILE = "docs/UPGRADING.md"  # a file only v2 has
+V2_NEW_FILE = "# Upgrading {{ cookiecutter.project_name }}\n\nRun `scaffold update`.\n"
 V2_REQUIREMENT = "numpy>=1.26\n"
 
 
@@ -139,7 +145,7 @@ def conflict(ours: str, base: str, theirs: str) -> str:
 @dataclass(frozen=True)
 class Templates:
     v1: Path  # a copy of the real templates
-    v2: Path  # v1 with a new seed default, a docstring fix, a README, one more
+    v2: Path  # v1 with a new seed default, a docstring fix, a new file, one more
     #           requirement, and no .gitignore
     v3: Path  # v2 with one more docstring edit
 
@@ -163,11 +169,14 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
 
     _edit_template(v2, "train.py", train_v2)
     _edit_template(v2, "requirements.txt", lambda text: text + V2_REQUIREMENT)
-    (v2 / PROJECT_DIR_NAME / "README.md").write_text(V2_README)
+    (v2 / PROJECT_DIR_NAME / NEW_FILE).parent.mkdir()
+    (v2 / PROJECT_DIR_NAME / NEW_FILE).write_text(V2_NEW_FILE)
     (v2 / PROJECT_DIR_NAME / ".gitignore").unlink()
     shutil.copytree(v2, v3)
     _edit_template(
-        v3, "train.py", lambda text: replace_line(text, line(text, DOC), v3_doc(line(text, DOC)))
+        v3,
+        "train.py",
+        lambda text: replace_line(text, line(text, DOC), v3_doc(line(text, DOC))),
     )
     return Templates(v1, v2, v3)
 
@@ -203,9 +212,11 @@ def test_story_update_merges_edits_and_marks_the_overlapping_hunk(
     assert result.exit_code == 1, result.output
     assert result.stdout.splitlines() == [
         "removed    .gitignore",
-        "added      README.md",
-        "skipped    requirements.txt: you deleted it, so it stays deleted "
-        "(the template changed it)",
+        f"added      {NEW_FILE}",
+        (
+            "skipped    requirements.txt: you deleted it, so it stays deleted "
+            "(the template changed it)"
+        ),
         "conflict   train.py: 1 conflicting change(s) marked with <<<<<<< yours",
         "Updated proj: 3 file(s) changed, 1 conflict(s).",
     ]
@@ -220,10 +231,16 @@ def test_story_update_merges_edits_and_marks_the_overlapping_hunk(
     expected = replace_line(expected, doc, v2_doc(doc))
     expected = expected.replace(seed + "\n", conflict(USER_SEED, seed, V2_SEED))
     assert (project / "train.py").read_text() == expected
-    assert (project / "model.py").read_text() == (FIXTURES / "tiny_model.py").read_text()
+    assert (project / "model.py").read_text() == (
+        FIXTURES / "tiny_model.py"
+    ).read_text()
     assert not (project / "requirements.txt").exists()
     assert not (project / ".gitignore").exists()
-    assert (project / "README.md").read_text() == v2["README.md"] == "# proj\n\nTrain it with `python train.py`.\n"
+    assert (
+        (project / NEW_FILE).read_text()
+        == v2[NEW_FILE]
+        == "# Upgrading proj\n\nRun `scaffold update`.\n"
+    )
     assert (project / "notes.md").read_text() == "my notes\n"
     assert (project / "data.py").read_text() == v2["data.py"]
     # the record: the conflicted file keeps its old base, and remembers the render
@@ -232,7 +249,7 @@ def test_story_update_merges_edits_and_marks_the_overlapping_hunk(
     assert (record / "base/train.py").read_text() == train_v1
     assert (record / "conflicts/train.py").read_text() == v2["train.py"]
     assert (record / "base/requirements.txt").read_text() == v2["requirements.txt"]
-    assert (record / "base/README.md").read_text() == v2["README.md"]
+    assert (record / "base" / NEW_FILE).read_text() == v2[NEW_FILE]
     assert not (record / "base/.gitignore").exists()
     assert json.loads((record / "answers.json").read_text())["features"] == []
 
@@ -252,12 +269,14 @@ def test_story_a_resolved_conflict_does_not_come_back(tmp_path, templates, monke
 
     # the user keeps their seed; the update that follows converges
     text = (project / "train.py").read_text()
-    resolved = re.sub(r"<<<<<<< yours\n.*?>>>>>>> [^\n]*\n", USER_SEED + "\n", text, flags=re.S)
+    resolved = re.sub(
+        r"<<<<<<< yours\n.*?>>>>>>> [^\n]*\n", USER_SEED + "\n", text, flags=re.DOTALL
+    )
     assert resolved != text
     (project / "train.py").write_text(resolved)
     settled = invoke("update", project)
     assert settled.exit_code == 0, settled.output
-    assert settled.stdout == "proj is up to date with scaffold 0.1.0.\n"
+    assert settled.stdout == f"proj is up to date with scaffold {__version__}.\n"
     assert (project / "train.py").read_text() == resolved
     assert (project / ".scaffold/base/train.py").read_text() == cached_build(
         spec(), templates.v2
@@ -272,7 +291,9 @@ def test_story_a_resolved_conflict_does_not_come_back(tmp_path, templates, monke
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "merged     train.py: your changes kept"
     doc_v2 = v2_doc(line(train_v1, DOC))
-    assert (project / "train.py").read_text() == replace_line(resolved, doc_v2, v3_doc(doc_v2))
+    assert (project / "train.py").read_text() == replace_line(
+        resolved, doc_v2, v3_doc(doc_v2)
+    )
 
 
 def test_story_files_that_cannot_be_merged_are_kept_and_reported(
@@ -280,7 +301,8 @@ def test_story_files_that_cannot_be_merged_are_kept_and_reported(
 ):
     project = new_project(tmp_path, templates.v1)
     (project / ".gitignore").write_text("my_data/\n")  # v2 no longer generates it
-    (project / "README.md").write_text("# my readme\n")  # v2 adds a README.md
+    (project / NEW_FILE).parent.mkdir()
+    (project / NEW_FILE).write_text("# my upgrade notes\n")  # v2 adds this file
     binary = b"\x00\x01 not text \xff"
     (project / "requirements.txt").write_bytes(binary)  # v2 changes it
     use_templates(monkeypatch, templates.v2)
@@ -290,41 +312,53 @@ def test_story_files_that_cannot_be_merged_are_kept_and_reported(
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         "kept       .gitignore: you changed it and the templates no longer generate it",
-        "conflict   README.md: you created a file with this name; the template's is "
-        f"in README.md{NEW_SUFFIX}",
-        "conflict   requirements.txt: not a text file, kept yours; the new version "
-        f"is in requirements.txt{NEW_SUFFIX}",
+        (
+            f"conflict   {NEW_FILE}: you created a file with this name; the "
+            f"template's is in {NEW_FILE}{NEW_SUFFIX}"
+        ),
+        (
+            "conflict   requirements.txt: not a text file, kept yours; the new "
+            f"version is in requirements.txt{NEW_SUFFIX}"
+        ),
         "updated    train.py",
         "Updated proj: 3 file(s) changed, 2 conflict(s).",
     ]
     assert (project / ".gitignore").read_text() == "my_data/\n"
-    assert (project / "README.md").read_text() == "# my readme\n"
-    assert (project / f"README.md{NEW_SUFFIX}").read_text() == v2["README.md"]
+    assert (project / NEW_FILE).read_text() == "# my upgrade notes\n"
+    assert (project / f"{NEW_FILE}{NEW_SUFFIX}").read_text() == v2[NEW_FILE]
     assert (project / "requirements.txt").read_bytes() == binary
-    assert (project / f"requirements.txt{NEW_SUFFIX}").read_text() == v2["requirements.txt"]
+    assert (project / f"requirements.txt{NEW_SUFFIX}").read_text() == v2[
+        "requirements.txt"
+    ]
     assert (project / "train.py").read_text() == v2["train.py"]
 
     # resolved by deleting the new versions: nothing comes back
-    (project / f"README.md{NEW_SUFFIX}").unlink()
+    (project / f"{NEW_FILE}{NEW_SUFFIX}").unlink()
     (project / f"requirements.txt{NEW_SUFFIX}").unlink()
     result = invoke("update", project)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "kept       .gitignore: you changed it and the templates no longer generate it",
-        "proj is up to date with scaffold 0.1.0.",
+        f"proj is up to date with scaffold {__version__}.",
     ]
-    assert (project / "README.md").read_text() == "# my readme\n"
+    assert (project / NEW_FILE).read_text() == "# my upgrade notes\n"
     assert (project / "requirements.txt").read_bytes() == binary
-    assert not list(project.glob(f"*{NEW_SUFFIX}"))
+    assert not list(project.glob(f"**/*{NEW_SUFFIX}"))
     assert invoke("check", project).exit_code == 0
 
 
 def test_removing_a_feature_keeps_edited_feature_code_as_a_conflict(tmp_path):
-    with_amp, without = cached_build(spec("amp"))["train.py"], cached_build(spec())["train.py"]
+    with_amp, without = (
+        cached_build(spec("amp"))["train.py"],
+        cached_build(spec())["train.py"],
+    )
     counts = Counter(with_amp.splitlines())
     amp_only = [
-        ln for ln in with_amp.splitlines()
-        if ln.strip() and counts[ln] == 1 and ln not in without.splitlines()
+        ln
+        for ln in with_amp.splitlines()
+        if ln.strip()
+        and counts[ln] == 1
+        and ln not in without.splitlines()
         and not ln.rstrip().endswith("\\")
     ]
     assert amp_only, "amp adds no lines of its own to train.py"
@@ -340,16 +374,21 @@ def test_removing_a_feature_keeps_edited_feature_code_as_a_conflict(tmp_path):
     regions = re.findall(
         r"<<<<<<< yours\n(.*?)\|\|\|\|\|\|\| [^\n]*\n(.*?)=======\n(.*?)>>>>>>> [^\n]*\n",
         text,
-        flags=re.S,
+        flags=re.DOTALL,
     )
     assert any(mine + "\n" in ours for ours, _, _ in regions)
     # every other amp line went: taking the template's side of each conflict gives
     # exactly the render without amp
     theirs_side = re.sub(
-        r"<<<<<<< yours\n.*?=======\n(.*?)>>>>>>> [^\n]*\n", r"\1", text, flags=re.S
+        r"<<<<<<< yours\n.*?=======\n(.*?)>>>>>>> [^\n]*\n",
+        r"\1",
+        text,
+        flags=re.DOTALL,
     )
     assert theirs_side == without
-    assert json.loads((project / ".scaffold/answers.json").read_text())["features"] == []
+    assert (
+        json.loads((project / ".scaffold/answers.json").read_text())["features"] == []
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -413,7 +452,9 @@ def _apply_edits(text: str, edits: list[tuple[int, str, str]]) -> str:
 # 2. add and remove
 
 
-def _user_edits(files: dict[str, str], train_edits: list[tuple[int, str, str]]) -> dict[str, str]:
+def _user_edits(
+    files: dict[str, str], train_edits: list[tuple[int, str, str]]
+) -> dict[str, str]:
     """The same edits, applied to any render: the user's model/data, train.py hunks."""
     edited = dict(files)
     edited["model.py"] = (FIXTURES / "tiny_model.py").read_text()
@@ -448,16 +489,29 @@ def test_add_equals_a_fresh_render_plus_the_edits_and_remove_round_trips(
     assert tree(project / ".scaffold/base") == {p: t.encode() for p, t in fresh.items()}
     answers = json.loads((project / ".scaffold/answers.json").read_text())
     assert answers["features"] == sorted(features, key=feature_names().index)
-    if "tests/test_train.py" in fresh:  # the generated project's own tests still pass
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "tests"],
-            cwd=project, capture_output=True, text=True, timeout=600,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
 
     result = invoke("remove", *features, "-C", project)
     assert result.exit_code == 0, result.output
     assert tree(project) == edited
+
+
+@pytest.mark.slow
+def test_the_generated_tests_pass_after_add(tmp_path):
+    base, fresh = cached_build(spec()), cached_build(spec("amp"))
+    if "tests/test_train.py" not in fresh:
+        pytest.skip("the templates generate no tests/test_train.py yet")
+    project = new_project(tmp_path)
+    write_files(project, _user_edits(base, _train_edits([base, fresh])))
+    assert invoke("add", "amp", "-C", project).exit_code == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_add_and_remove_refuse_unknown_present_and_absent_features(tmp_path):
@@ -466,7 +520,10 @@ def test_add_and_remove_refuse_unknown_present_and_absent_features(tmp_path):
     for args, message in [
         (["add", "amp"], "error: the project already has amp\n"),
         (["remove", "clip"], "error: the project does not have clip (it has: amp)\n"),
-        (["add", "warp-drive"], "error: unknown feature(s): warp-drive (see `scaffold features`)\n"),
+        (
+            ["add", "warp-drive"],
+            "error: unknown feature(s): warp-drive (see `scaffold features`)\n",
+        ),
     ]:
         result = invoke(*args, "-C", project)
         assert (result.exit_code, result.stderr) == (2, message)
@@ -491,8 +548,12 @@ POOL = ["ddp", "amp", "accumulate", "slurm", "debug"]
 @given(data=st.data())
 def test_random_edits_survive_random_feature_changes(data):
     names = [name for name in POOL if name in feature_names()]
-    start = frozenset(data.draw(st.sets(st.sampled_from(names), max_size=3), label="start"))
-    toggles = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=3), label="toggle")
+    start = frozenset(
+        data.draw(st.sets(st.sampled_from(names), max_size=3), label="start")
+    )
+    toggles = data.draw(
+        st.lists(st.sampled_from(names), min_size=1, max_size=3), label="toggle"
+    )
     sets = [start]
     for name in toggles:
         try:
@@ -508,22 +569,28 @@ def test_random_edits_survive_random_feature_changes(data):
         sites = _edit_sites(renders[0][path], [r[path] for r in renders])
         if not sites:
             continue
-        chosen = data.draw(st.lists(st.sampled_from(sites), max_size=3, unique=True), label=path)
+        chosen = data.draw(
+            st.lists(st.sampled_from(sites), max_size=3, unique=True), label=path
+        )
         if chosen:
-            edits[path] = [(number := number + 1, kind, anchor) for kind, anchor in chosen]
+            edits[path] = [
+                (number := number + 1, kind, anchor) for kind, anchor in chosen
+            ]
 
     with tempfile.TemporaryDirectory() as tmp:
         project = new_project(Path(tmp), None, sets[0])
         for path, path_edits in edits.items():
             (project / path).write_text(_apply_edits(renders[0][path], path_edits))
-        for before, after in zip(sets, sets[1:]):
+        for before, after in itertools.pairwise(sets):
             plan = plan_features(project, add=after - before, remove=before - after)
             assert not plan.conflicts, "\n".join(plan.report())
             execute_plan(plan)
             for path in project.glob("**/*.py"):
                 compile(path.read_text(), str(path), "exec")
-        expected = {path: _apply_edits(text, edits.get(path, [])) if path in edits else text
-                    for path, text in renders[-1].items()}
+        expected = {
+            path: _apply_edits(text, edits.get(path, [])) if path in edits else text
+            for path, text in renders[-1].items()
+        }
         assert project_files(project) == expected
         # with nothing new in the templates, update changes nothing, twice
         settled = tree(project)
@@ -550,7 +617,7 @@ def test_check_exit_codes(tmp_path, templates, monkeypatch):
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         "removed    .gitignore",
-        "added      README.md",
+        f"added      {NEW_FILE}",
         "updated    requirements.txt",
         "updated    train.py",
         f"proj is behind: run `scaffold update {project}`.",
@@ -575,14 +642,20 @@ def test_diff_is_what_update_does_and_changes_nothing(tmp_path, templates, monke
     diff = result.stdout
     assert "--- a/train.py\n+++ b/train.py\n" in diff
     assert "--- a/.gitignore\n+++ /dev/null\n" in diff
-    assert "--- /dev/null\n+++ b/README.md\n" in diff
+    assert f"--- /dev/null\n+++ b/{NEW_FILE}\n" in diff
     assert f"-{line(train, SEED)}\n+{V2_SEED}\n" in diff
     assert USER_LR not in diff  # the user's hunk stays as it is
 
     # applying the diff gives exactly what update gives
     patched = shutil.copytree(project, tmp_path / "patched")
-    run = subprocess.run(["patch", "-p1", "--quiet"], input=diff, text=True,
-                         cwd=patched, capture_output=True)
+    run = subprocess.run(
+        ["patch", "-p1", "--quiet"],
+        input=diff,
+        text=True,
+        cwd=patched,
+        capture_output=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert invoke("update", project).exit_code == 0
     assert project_files(patched) == project_files(project)
@@ -608,14 +681,18 @@ def test_dry_run_writes_nothing_and_reports_what_a_run_does(
     assert real.exit_code == 0, real.output
     assert tree(copy) != before
     assert dry.stdout.splitlines()[:-1] == real.stdout.splitlines()[:-1]
-    assert dry.stdout.splitlines()[-1].startswith("Dry run, nothing written; would update proj:")
+    assert dry.stdout.splitlines()[-1].startswith(
+        "Dry run, nothing written; would update proj:"
+    )
     assert real.stdout.splitlines()[-1].startswith("Updated proj:")
 
 
 def _git(project: Path, *args: str) -> None:
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=project, check=True, capture_output=True,
+        cwd=project,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -651,10 +728,38 @@ def test_a_dirty_git_tree_is_refused_unless_allowed(tmp_path, templates, monkeyp
     assert USER_LR in (project / "train.py").read_text()
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_in_git_recording_a_resolved_conflict_needs_no_commit_of_the_record(
+    tmp_path, templates, monkeypatch
+):
+    project = new_project(tmp_path, templates.v1)
+    train = (project / "train.py").read_text()
+    (project / "train.py").write_text(replace_line(train, line(train, SEED), USER_SEED))
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-q", "-m", "v1 with my seed")
+    use_templates(monkeypatch, templates.v2)
+    assert invoke("update", project).exit_code == 1
+    text = (project / "train.py").read_text()
+    resolved = re.sub(
+        r"<<<<<<< yours\n.*?>>>>>>> [^\n]*\n", USER_SEED + "\n", text, flags=re.DOTALL
+    )
+    (project / "train.py").write_text(resolved)
+    _git(project, "add", "train.py")  # the record in .scaffold/ stays uncommitted
+    _git(project, "commit", "-q", "-m", "update to v2")
+    result = invoke("update", project)
+    assert result.exit_code == 0, result.output
+    assert not (project / ".scaffold/conflicts").exists()
+
+
 def test_a_directory_without_a_record_gets_a_one_line_error(tmp_path):
     (tmp_path / "train.py").write_text("print('hi')\n")
     before = tree(tmp_path)
-    for args in (["update", tmp_path], ["diff", tmp_path], ["add", "amp", "-C", tmp_path]):
+    for args in (
+        ["update", tmp_path],
+        ["diff", tmp_path],
+        ["add", "amp", "-C", tmp_path],
+    ):
         result = invoke(*args)
         assert result.exit_code == 2
         assert result.stderr == (
@@ -663,8 +768,16 @@ def test_a_directory_without_a_record_gets_a_one_line_error(tmp_path):
         )
     # the real process: exit status 2, one line on stderr, nothing on stdout
     run = subprocess.run(
-        [sys.executable, "-c", "from scaffold.cli import app; app()", "check", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from scaffold.cli import app; app()",
+            "check",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert (run.returncode, run.stdout) == (2, "")
     assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
