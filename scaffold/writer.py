@@ -59,6 +59,10 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> N
     target = target.absolute()
     check_target(target, files, force)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    # mkdtemp makes a private (0700) directory; a project gets the usual mode
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         _write_tree(staging, files)
         if not target.exists():

@@ -1,0 +1,371 @@
+"""The committed reference renders in `generated_examples/`, and per-feature diffs.
+
+    python -m scaffold.examples           # regenerate generated_examples/
+    python -m scaffold.examples --check   # exit 1, with a diff, if it is stale
+
+`generated_examples/` holds the project `scaffold new demo` writes (`base/`), the
+base plus each single feature (`<feature>/`), `ddp-amp/` and every feature at once
+(`all/`), each with its `.scaffold/` record; `diffs/<feature>.diff` is exactly what
+that feature adds to the base; `README.md` is an index built from
+`scaffold.explanations`. Everything is rendered from the installed templates, so a
+template change shows up here as a reviewable diff.
+"""
+
+import argparse
+import difflib
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from scaffold.explanations import EXPLANATIONS, Location
+from scaffold.features import FEATURES, FEATURES_BY_NAME
+from scaffold.manifest import RECORD_DIR
+
+EXAMPLE_NAME = "demo"  # every example has this project name: renders differ by features
+REGENERATE_COMMAND = "python -m scaffold.examples"
+# what running or testing an example may leave behind (all git-ignored)
+IGNORED_PARTS = {"__pycache__", ".pytest_cache", "runs"}
+
+
+def feature_closure(name: str) -> frozenset[str]:
+    """``name`` and everything it requires, transitively."""
+    chosen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in chosen:
+            chosen.add(current)
+            todo.extend(FEATURES_BY_NAME[current].requires)
+    return frozenset(chosen)
+
+
+def example_sets() -> dict[str, frozenset[str]]:
+    """Directory name in generated_examples/ -> the features of that render."""
+    sets = {"base": frozenset()}
+    sets.update({feature.name: feature_closure(feature.name) for feature in FEATURES})
+    sets["ddp-amp"] = frozenset({"ddp", "amp"})
+    sets["all"] = frozenset(feature.name for feature in FEATURES)
+    return sets
+
+
+def render_example(features: frozenset[str]) -> dict[str, str]:
+    """The files of the example project with ``features`` (without `.scaffold/`)."""
+    from scaffold.generate import build_project
+    from scaffold.spec import ProjectSpec
+
+    return build_project(ProjectSpec.create(EXAMPLE_NAME, set(features)))
+
+
+def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
+    """A unified diff (`a/`, `b/` prefixes, /dev/null for added or removed files)
+    from the files ``old`` to the files ``new``, file by file in sorted order."""
+    chunks = []
+    for path in sorted(old.keys() | new.keys()):
+        before, after = old.get(path), new.get(path)
+        if before == after:
+            continue
+        lines = difflib.unified_diff(
+            (before or "").splitlines(keepends=True),
+            (after or "").splitlines(keepends=True),
+            fromfile=f"a/{path}" if before is not None else "/dev/null",
+            tofile=f"b/{path}" if after is not None else "/dev/null",
+        )
+        for line in lines:
+            if not line.endswith("\n"):
+                line += "\n\\ No newline at end of file\n"
+            chunks.append(line)
+    return "".join(chunks)
+
+
+def feature_diff(name: str) -> str:
+    """What feature ``name`` adds to the base project, from the installed templates."""
+    base = render_example(frozenset())
+    return unified_diff(base, render_example(feature_closure(name)))
+
+
+ANSI = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
+ANSI_BOLD, ANSI_RESET = "\033[1m", "\033[0m"
+
+
+def colorize_diff(diff: str) -> str:
+    """The diff with ANSI colours: additions green, removals red, hunks cyan."""
+    out = []
+    for line in diff.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        end = line[len(body) :]
+        if line.startswith(("+++ ", "--- ")):
+            out.append(f"{ANSI_BOLD}{body}{ANSI_RESET}{end}")
+        elif line[:1] in ANSI:
+            out.append(f"{ANSI[line[0]]}{body}{ANSI_RESET}{end}")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+# -----------------------------------------------------------------------------
+# generated_examples/README.md, from the explanations
+
+
+def _wrap(text: str, bullet: str = "") -> str:
+    """Markdown text wrapped at 88 columns (list items with a hanging indent)."""
+    return textwrap.fill(
+        text,
+        width=88,
+        initial_indent=bullet,
+        subsequent_indent=" " * len(bullet),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
+def _where(location: Location, example: str) -> str:
+    link = f"[`{location.file}`]({example}/{location.file})"
+    name = f" `{location.name}`" if location.name else ""
+    return _wrap(f"{link}{name}: {location.what}", bullet="- ")
+
+
+def examples_readme() -> str:
+    """The index of generated_examples/, for a reader who knows PyTorch."""
+    lines = [
+        "# Generated examples",
+        "",
+        (
+            f"<!-- Generated by `{REGENERATE_COMMAND}` from scaffold/explanations.py"
+            " and the templates; do not edit. -->"
+        ),
+        "",
+        _wrap(
+            "Complete projects as `scaffold new` writes them, to read before (or "
+            "instead of) generating one. Each directory is a full render of a project "
+            f"named `{EXAMPLE_NAME}`, with its `.scaffold/` record, so the renders "
+            "differ only by their features:"
+        ),
+        "",
+        "| directory | features | command |",
+        "|---|---|---|",
+    ]
+    for directory, features in example_sets().items():
+        chosen = [f.name for f in FEATURES if f.name in features]
+        flags = " ".join(f"--{name}" for name in chosen)
+        command = f"scaffold new {EXAMPLE_NAME} {flags}".rstrip()
+        label = ", ".join(chosen) if chosen else "(none: the base)"
+        lines.append(f"| [`{directory}/`]({directory}/) | {label} | `{command}` |")
+    lines += [
+        "",
+        _wrap(
+            "`diffs/<feature>.diff` is exactly what one feature adds to the base, as a "
+            "unified diff (the `.scaffold/` record left out): read it to see how that "
+            "feature is done, line by line. Applied to a copy of `base/` with "
+            "`patch -p1` (or `git apply`), it gives that feature's directory; a test "
+            "checks this for every feature. `scaffold explain FEATURE` prints the same "
+            "explanation and diff in a terminal."
+        ),
+        "",
+        _wrap(
+            "Every project has the explicit loop in `train.py` (config, checkpoints, "
+            "exact resume, validation and test, logging), the demo model and data in "
+            "`model.py` and `data.py`, and tests of its own; see "
+            "[`base/README.md`](base/README.md). The features:"
+        ),
+        "",
+    ]
+    for feature in FEATURES:
+        title = EXPLANATIONS[feature.name].title
+        lines.append(f"- [`{feature.name}`](#{feature.name}): {title}")
+    lines.append("")
+    for feature in FEATURES:
+        explanation = EXPLANATIONS[feature.name]
+        lines += [
+            f"## {feature.name}",
+            "",
+            _wrap(
+                f"**{explanation.title}.** `scaffold new PATH {feature.flag}` or "
+                f"`scaffold add {feature.name}`. The code: "
+                f"[`{feature.name}/`]({feature.name}/); what it adds to the base: "
+                f"[`diffs/{feature.name}.diff`](diffs/{feature.name}.diff)."
+            ),
+            "",
+            _wrap(f"**The problem.** {explanation.problem}"),
+            "",
+            "**Where the code lives.**",
+            "",
+        ]
+        lines += [_where(location, feature.name) for location in explanation.where]
+        lines += ["", "**Options it adds to `train.py`.**", ""]
+        lines += [
+            _wrap(f"`{flag}`: {meaning}", bullet="- ")
+            for flag, meaning in explanation.options
+        ]
+        if not explanation.options:
+            lines.append("- none")
+        lines += ["", "**Traps it avoids.**", ""]
+        lines += [_wrap(trap, bullet="- ") for trap in explanation.traps]
+        if explanation.usage:
+            lines += ["", "**Try it** (in the generated project):", "", "```bash"]
+            lines += list(explanation.usage)
+            lines.append("```")
+        lines.append("")
+    lines += [
+        "## Regenerating",
+        "",
+        (
+            "Everything here is generated. After changing the templates or the "
+            "explanations, run"
+        ),
+        "",
+        "```bash",
+        REGENERATE_COMMAND,
+        "```",
+        "",
+        _wrap(
+            "and commit the result. The test suite fails, printing the difference and "
+            "this command, while the directory is stale."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -----------------------------------------------------------------------------
+# writing and checking the directory
+
+
+def _write_examples_into(root: Path) -> None:
+    """Write every file of generated_examples/ into the empty directory ``root``."""
+    from scaffold.manifest import manifest_files
+    from scaffold.spec import ProjectSpec
+    from scaffold.writer import write_project
+
+    renders = {}
+    for directory, features in example_sets().items():
+        files = render_example(features)
+        renders[directory] = files
+        spec = ProjectSpec.create(EXAMPLE_NAME, set(features))
+        # the writer of `scaffold new`, so that files and modes are the same
+        write_project(root / directory, {**files, **manifest_files(spec, files)})
+    (root / "diffs").mkdir()
+    for feature in FEATURES:
+        diff = unified_diff(renders["base"], renders[feature.name])
+        (root / "diffs" / f"{feature.name}.diff").write_text(diff, encoding="utf-8")
+    (root / "README.md").write_text(examples_readme(), encoding="utf-8")
+
+
+def write_examples(out: Path) -> None:
+    """Regenerate ``out`` completely: rendered next to it, then swapped into place,
+    so that stale files disappear and a failure leaves the old directory intact."""
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private
+        _write_examples_into(staging)
+        if out.exists():
+            old = out.with_name(f".{out.name}-old-{os.getpid()}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_tree(root: Path, skip_record: bool = False) -> dict[str, tuple[bytes, bool]]:
+    """{relative path: (content, executable)} of the files under ``root``.
+
+    Leaves out what running an example leaves behind (caches, run directories) and,
+    with ``skip_record``, the `.scaffold/` record.
+    """
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if IGNORED_PARTS & set(relative.parts) or path.suffix == ".pyc":
+            continue
+        if skip_record and RECORD_DIR in relative.parts:
+            continue
+        if path.is_file():
+            executable = bool(path.stat().st_mode & 0o100)
+            tree[relative.as_posix()] = (path.read_bytes(), executable)
+    return tree
+
+
+def compare_trees(
+    expected: Path, actual: Path, label: str = "generated_examples"
+) -> str:
+    """A report of how ``actual`` differs from ``expected`` ("" when identical)."""
+    want, have = read_tree(expected), read_tree(actual)
+    report = []
+    for path in sorted(want.keys() | have.keys()):
+        if path not in have:
+            report.append(f"missing: {label}/{path}\n")
+        elif path not in want:
+            report.append(f"stale (no longer generated): {label}/{path}\n")
+        elif want[path][1] != have[path][1]:
+            mode = "executable" if want[path][1] else "not executable"
+            report.append(f"mode: {label}/{path} should be {mode}\n")
+        if path in want and path in have and want[path][0] != have[path][0]:
+            old = have[path][0].decode("utf-8", errors="replace")
+            new = want[path][0].decode("utf-8", errors="replace")
+            diff = unified_diff({f"{label}/{path}": old}, {f"{label}/{path}": new})
+            report.append(diff or f"differs: {label}/{path}\n")
+    return "".join(report)
+
+
+def check_examples(out: Path) -> str:
+    """How ``out`` differs from a fresh render ("" when current)."""
+    with tempfile.TemporaryDirectory(prefix="scaffold-examples-") as tmp:
+        fresh = Path(tmp) / "generated_examples"
+        fresh.mkdir()
+        _write_examples_into(fresh)
+        if not out.is_dir():
+            return f"{out} does not exist\n"
+        return compare_trees(fresh, out, label=out.name)
+
+
+def default_output() -> Path:
+    """generated_examples/ of the source checkout this package runs from."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (
+        not (checkout / "pyproject.toml").is_file()
+        or not (checkout / "templates").is_dir()
+    ):
+        raise SystemExit(
+            "error: scaffold is not running from its source checkout; pass --output DIR"
+        )
+    return checkout / "generated_examples"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=REGENERATE_COMMAND,
+        description="Regenerate generated_examples/ (or check that it is current).",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and print a diff when the directory is stale",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the directory (default: generated_examples/ of the checkout)",
+    )
+    args = parser.parse_args(argv)
+    out = args.output or default_output()
+    if args.check:
+        report = check_examples(out)
+        if report:
+            print(report, end="")
+            print(f"\n{out} is stale; regenerate it with: {REGENERATE_COMMAND}")
+            return 1
+        print(f"{out} is current.")
+        return 0
+    write_examples(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
