@@ -9,4 +9,5 @@ from scaffold.spec import ProjectSpec
 
 def build_project(spec: ProjectSpec, template_dir: Path | None = None) -> dict[str, str]:
     """Render, format and verify every file for ``spec``: {relative path: text}."""
-    return finish_files(render_project(spec, template_dir))
+    files = render_project(spec, template_dir)
+    return finish_files(files, names=(spec.name, spec.slug))

@@ -9,6 +9,7 @@ the template's post-generation hook deletes for cookiecutter users.
 from pathlib import Path
 
 from scaffold.features import FEATURES
+from scaffold.formatting import cache_root
 from scaffold.spec import ProjectSpec
 
 PROJECT_DIR_NAME = "{{cookiecutter.project_slug}}"
@@ -43,13 +44,30 @@ def template_files(root: Path | None = None) -> list[str]:
     )
 
 
+def _bytecode_cache(cache: Path):
+    import jinja2
+
+    directory = cache / f"jinja-{jinja2.__version__}-1"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home only costs speed
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory))
+
+
 def render_project(spec: ProjectSpec, root: Path | None = None) -> dict[str, str]:
     """Render every file of the project for ``spec``: {relative path: text}."""
     import jinja2  # lazy: `scaffold --help` must stay fast
 
     root = root or template_root()
+    cache = cache_root()
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root / PROJECT_DIR_NAME)),
+        # compiled templates on disk, reused while the template's text is
+        # unchanged (jinja checks its hash): no compiling on every `scaffold new`.
+        # The compiled code depends on the settings below too: change them only
+        # together with the cache directory's name.
+        bytecode_cache=None if cache is None else _bytecode_cache(cache),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
