@@ -137,7 +137,7 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(project):
-    """trained(case, nproc) -> run dir of that run, each run made once per module.
+    """trained(case, nproc) -> (run dir, completed process), each run made once per module.
 
     nproc=2 runs the documented one-node command (`torchrun --standalone
     --nproc_per_node=N train.py`) with N=2 and --batch-size B; nproc=1 runs
@@ -181,8 +181,11 @@ def test_two_processes_equal_one_process_with_double_batch(trained, case):
     if case == "bf16":
         # bf16 autocast rounds each rank's weight gradient (a sum over B samples)
         # to 8 significant bits, where one process rounds the sum over 2B: the two
-        # runs' gradients differ by up to 2^-8 relative, and AdamW turns that into
-        # at most ~lr * 2^-8 per parameter per step. Over all steps:
+        # runs' gradients differ by up to ~2^-8 relative, and AdamW (whose update is
+        # about lr in size whatever the gradient's scale) turns that into about
+        # lr * 2^-8 per parameter per step. The budget is that, summed over all
+        # steps: a few 1e-3 here, against weights of order 1 -- a wrong sharding
+        # or averaging changes every step's gradient wholesale and lands far outside.
         atol = steps * float(TINY_ARGS[TINY_ARGS.index("--lr") + 1]) * 2**-8
         # The feature really ran: bf16 moves the weights away from fp32 training
         # by far more than the fp32 tolerance.
@@ -212,6 +215,7 @@ COUNT_SYNCS = '''
 """Run train.main with a DDP communication hook that counts all-reduce rounds."""
 import os
 import sys
+from pathlib import Path
 
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
@@ -238,8 +242,12 @@ def init_with_hook(self, *args, **kwargs):
 
 DistributedDataParallel.__init__ = init_with_hook
 code = train.main(sys.argv[1:])
-with open(f"syncs_rank{os.environ['RANK']}.txt", "w") as f:
-    f.write(str(rounds))
+# main() destroyed the process group: gloo's worker threads must be gone (a group
+# still referenced somewhere keeps them running into interpreter shutdown)
+threads = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+rank = os.environ["RANK"]
+Path(f"syncs_rank{rank}.txt").write_text(str(rounds))
+Path(f"threads_rank{rank}.txt").write_text(",".join(threads))
 sys.exit(code)
 '''
 
@@ -256,6 +264,9 @@ def test_one_gradient_allreduce_per_optimizer_step(project):
     assert steps < micro_batches  # accumulation really happened
     for rank in (0, 1):
         assert int((project / f"syncs_rank{rank}.txt").read_text()) == steps
+        # destroy_process_group() really freed the group (see train.py's imports)
+        threads = (project / f"threads_rank{rank}.txt").read_text().split(",")
+        assert not [t for t in threads if "gloo" in t], threads
 
 
 # -----------------------------------------------------------------------------

@@ -65,10 +65,11 @@ def probe_project(root: Path, features=()) -> Path:
     return project
 
 
-def job(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
+def job(name: str, options: str = "", env: dict[str, str] | None = None) -> dict:
+    """A training job: TINY_ARGS, then `options` (split at spaces)."""
     return {
         "name": name,
-        "argv": [*TINY_ARGS, "--run-dir", f"runs/{name}", *args],
+        "argv": [*TINY_ARGS, "--run-dir", f"runs/{name}", *options.split()],
         "env": env or {},
     }
 
@@ -145,62 +146,36 @@ class Run:
 # proof 5: validation, limit and epoch controls (one process for all of them)
 
 CONTROL_JOBS = [
-    job("val_every_3", "--val-every-epochs", "3", "--max-epochs", "4"),
-    job("val_half_epoch", "--val-check-interval", "0.5", "--monitor", "val_loss"),
-    job("val_3_steps", "--val-check-interval", "3"),
-    job("limit_train_half", "--limit-train-batches", "0.5"),
-    job("limit_train_5", "--limit-train-batches", "5"),
-    job("limit_val", "--limit-val-batches", "2", "--limit-test-batches", "2"),
-    job("limit_val_half", "--limit-val-batches", "0.5", "--limit-test-batches", "0.5"),
-    job("max_steps", "--max-steps", "10", "--max-epochs", "3"),
-    job("keep_last", "--ckpt-every", "3", "--keep-last", "2", "--max-epochs", "1"),
-    job("sanity_0", "--dropout", "0.2", "--sanity-val-steps", "0"),
-    job("sanity_2", "--dropout", "0.2", "--sanity-val-steps", "2"),
+    job("val_every_3", "--val-every-epochs 3 --max-epochs 4"),
+    job("val_half_epoch", "--val-check-interval 0.5 --monitor val_loss"),
+    job("val_3_steps", "--val-check-interval 3"),
+    job("limit_train_half", "--limit-train-batches 0.5"),
+    job("limit_train_5", "--limit-train-batches 5"),
+    job("limit_val", "--limit-val-batches 2 --limit-test-batches 2"),
+    job("limit_val_half", "--limit-val-batches 0.5 --limit-test-batches 0.5"),
+    job("max_steps", "--max-steps 10 --max-epochs 3"),
+    job("keep_last", "--ckpt-every 3 --keep-last 2 --max-epochs 1"),
+    job("sanity_0", "--dropout 0.2 --sanity-val-steps 0"),
+    job("sanity_2", "--dropout 0.2 --sanity-val-steps 2"),
     job("fast_dev_run", "--fast-dev-run"),
-    job("overfit", "--overfit-batches", "2", "--max-epochs", "40", "--log-every", "2"),
+    job("overfit", "--overfit-batches 2 --max-epochs 40 --log-every 2"),
     # lr 0: the weights never change, so the monitored metric never improves
+    job("es_flat", "--lr 0 --min-lr 0 --patience 2 --max-epochs 10"),
     job(
-        "es_flat", "--lr", "0", "--min-lr", "0", "--patience", "2", "--max-epochs", "10"
-    ),
-    job(
-        "es_min_epochs",
-        "--lr",
-        "0",
-        "--min-lr",
-        "0",
-        "--patience",
-        "2",
-        "--min-epochs",
-        "5",
-        "--max-epochs",
-        "10",
+        "es_min_epochs", "--lr 0 --min-lr 0 --patience 2 --min-epochs 5 --max-epochs 10"
     ),
     # no change of val_loss can be larger than min_delta
     job(
         "es_min_delta",
-        "--monitor",
-        "val_loss",
-        "--monitor-mode",
-        "min",
-        "--min-delta",
-        "1e9",
-        "--patience",
-        "2",
-        "--max-epochs",
-        "10",
+        "--monitor val_loss --monitor-mode min --min-delta 1e9 --patience 2 --max-epochs 10",
     ),
     # worst-is-best: val_loss with mode max keeps an early checkpoint as best.pt
     job(
         "best_max_loss",
-        "--monitor",
-        "val_loss",
-        "--monitor-mode",
-        "max",
-        "--val-check-interval",
-        "0.5",
+        "--monitor val_loss --monitor-mode max --val-check-interval 0.5",
     ),
     # each logged row covers one step, so its lr is that step's
-    job("schedule", "--log-every", "1", "--max-epochs", "1"),
+    job("schedule", "--log-every 1 --max-epochs 1"),
 ]
 
 
@@ -436,40 +411,20 @@ def test_load_model_rebuilds_the_trained_model_for_inference(controls):
 
 # 7 micro-batches of 16 with K=2 are windows of 2, 2, 2 and 1: the same samples,
 # in the same order, as batches of 32, 32, 32 and 16
-ACCUMULATION = [
-    "--n-train",
-    "112",
-    "--max-epochs",
-    "1",
-    "--amp-dtype",
-    "off",
-    "--clip-norm",
-    "0",
-]
+ACCUMULATION = "--n-train 112 --max-epochs 1 --amp-dtype off --clip-norm 0"
 # one batch per optimizer step, each step's pre-clip norm logged
-PER_STEP = ["--accumulate-steps", "1", "--max-epochs", "1", "--log-every", "1"]
+PER_STEP = "--accumulate-steps 1 --max-epochs 1 --log-every 1"
 FP16_LOSS_MUL = "1000"  # overflows fp16 gradients at GradScaler's initial scale
 
 COMBO_JOBS = [
-    job(
-        "accumulate_2x16",
-        *ACCUMULATION,
-        "--batch-size",
-        "16",
-        "--accumulate-steps",
-        "2",
-    ),
-    job("batch_32", *ACCUMULATION, "--batch-size", "32", "--accumulate-steps", "1"),
-    job("no_clip", *PER_STEP, "--amp-dtype", "off", "--clip-norm", "0"),
-    job("clip_norm", *PER_STEP, "--amp-dtype", "off", "--clip-norm", "0.3"),
-    job("clip_value", *PER_STEP, "--amp-dtype", "off", "--clip-value", "0.01"),
+    job("accumulate_2x16", f"{ACCUMULATION} --batch-size 16 --accumulate-steps 2"),
+    job("batch_32", f"{ACCUMULATION} --batch-size 32 --accumulate-steps 1"),
+    job("no_clip", f"{PER_STEP} --amp-dtype off --clip-norm 0"),
+    job("clip_norm", f"{PER_STEP} --amp-dtype off --clip-norm 0.3"),
+    job("clip_value", f"{PER_STEP} --amp-dtype off --clip-value 0.01"),
     job(
         "fp16",
-        *PER_STEP,
-        "--amp-dtype",
-        "fp16",
-        "--clip-norm",
-        "0.3",
+        f"{PER_STEP} --amp-dtype fp16 --clip-norm 0.3",
         env={"PROBE_LOSS_MUL": FP16_LOSS_MUL},
     ),
 ]
@@ -582,7 +537,7 @@ def test_compiled_model_checkpoints_hold_plain_weights(tmp_path):
     results = drive(
         project,
         [
-            job("compiled", "--max-steps", "2", "--max-epochs", "1"),
+            job("compiled", "--max-steps 2 --max-epochs 1"),
             {"name": "load_model", "code": LOAD_MODEL.replace("max_steps", "compiled")},
         ],
     )

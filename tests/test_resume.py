@@ -6,6 +6,7 @@ with --dropout), so a resume that did not restore the RNG state, the optimizer, 
 schedule position or the place inside the epoch ends with different weights.
 """
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,38 +27,15 @@ from helpers import (
 
 # 10 batches per epoch, 3 epochs: N = 30 steps; a periodic checkpoint at step 15
 # (epoch 1, batch 5: mid-epoch), metrics rows every 5 steps (15 and 20 are rows)
-BASE_ARGS = [
-    "--n-train",
-    "320",
-    "--max-epochs",
-    "3",
-    "--ckpt-every",
-    "15",
-    "--log-every",
-    "5",
-    "--dropout",
-    "0.1",
-]
+BASE_ARGS = shlex.split(
+    "--n-train 320 --max-epochs 3 --ckpt-every 15 --log-every 5 --dropout 0.1"
+)
 # windows of 3 micro-batches: 3, 3, 3, 1 per epoch, so 4 steps per epoch and 12
-# in all; step 6 is mid-epoch (epoch 1, batch 6)
-COMBO_ARGS = [
-    "--n-train",
-    "320",
-    "--max-epochs",
-    "3",
-    "--accumulate-steps",
-    "3",
-    "--ckpt-every",
-    "6",
-    "--log-every",
-    "3",
-    "--dropout",
-    "0.1",
-    "--amp-dtype",
-    "bf16",
-    "--clip-norm",
-    "0.5",
-]
+# in all; step 6 is mid-epoch (epoch 1, batch 6); bf16 autocast on the CPU
+COMBO_ARGS = shlex.split(
+    "--n-train 320 --max-epochs 3 --accumulate-steps 3 --ckpt-every 6 --log-every 3"
+    " --dropout 0.1 --amp-dtype bf16 --clip-norm 0.5"
+)
 TIMING = {"samples_per_s", "mfu", "peak_mem_gb"}  # differ between any two runs
 
 

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slurm
 # Appended to the tiny model.py: with TINY_STEP_SLEEP set, every training step
 # takes at least that long, so a run is still training when the test's signal
 # arrives (however fast or loaded the machine). Sleeping changes no numbers.
-SLOW_STEPS = '''
+SLOW_STEPS = """
 
 import os as _os
 import time as _time
@@ -51,7 +51,7 @@ def compute_loss(model, batch):
     if model.training:
         _time.sleep(float(_os.environ.get("TINY_STEP_SLEEP", "0")))
     return _compute_loss(model, batch)
-'''
+"""
 
 # Preemption runs: 15 epochs x 16 steps, each >= 10 ms, checkpoints every 5 steps.
 LONG_ARGS = [*TINY_ARGS, "--max-epochs", "15", "--ckpt-every", "5"]
@@ -111,14 +111,14 @@ def python_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def job_env(cluster: SlurmCluster, python_bin: Path, extra: dict | None = None) -> dict:
     """The environment sbatch exports into the job (--export=ALL)."""
+    # a suite that itself runs under SLURM or torchrun must not leak its job
+    leaks = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
     env = {
         key: value
         for key, value in cluster.env.items()
-        # a suite that itself runs under SLURM or torchrun must not leak its job
-        if key == "SLURM_CONF"
-        or not key.startswith(("SLURM_", "SBATCH_", "SRUN_"))
-        and key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+        if key not in leaks and not key.startswith(("SLURM_", "SBATCH_", "SRUN_"))
     }
+    env["SLURM_CONF"] = cluster.env["SLURM_CONF"]
     env["PATH"] = os.pathsep.join([str(python_bin), env["PATH"]])
     env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra or {})})
     return env
@@ -129,18 +129,14 @@ def sbatch(cluster: SlurmCluster, project: Path, env: dict, *args: str) -> int:
     return cluster.submit(["--export=ALL", *args], cwd=project, env=env, timeout=300)
 
 
-def run_job(
-    cluster: SlurmCluster, project: Path, env: dict, *args: str, array_tasks: int = 0
-) -> int:
-    """Submit and wait until the job (or each of its array tasks) COMPLETED.
+def run_job(cluster: SlurmCluster, project: Path, env: dict, *args: str) -> int:
+    """Submit and wait until the job COMPLETED (exit status 0).
 
     Polls instead of `sbatch --wait`, whose poll interval grows: it returned 42 s
     after the start of a 12 s job.
     """
     job = sbatch(cluster, project, env, *args)
-    tasks = [f"{job}_{task}" for task in range(array_tasks)] if array_tasks else [job]
-    for task in tasks:
-        cluster.wait_for_state(task, {"COMPLETED"}, timeout=180)
+    cluster.wait_for_state(job, {"COMPLETED"}, timeout=180)
     return job
 
 
@@ -149,7 +145,12 @@ def job_output(project: Path, job: int) -> str:
 
 
 def wait_until(
-    cluster: SlurmCluster, job: int, ready, what: str, timeout: float, running: bool
+    cluster: SlurmCluster,
+    job: int | str,
+    ready,
+    what: str,
+    timeout: float,
+    running: bool,
 ) -> None:
     """Poll `ready()`; fail with the job's state and the daemon logs.
 
@@ -166,7 +167,7 @@ def wait_until(
         time.sleep(0.1)
 
 
-def wait_for_training(cluster: SlurmCluster, job: int, run_dir: Path) -> None:
+def wait_for_training(cluster: SlurmCluster, job: int | str, run_dir: Path) -> None:
     """Until metrics.csv has a row: train.py is past installing its signal handlers."""
     metrics = run_dir / "metrics.csv"
 
@@ -215,6 +216,7 @@ def preempt_and_resume(
     return run_dir, output
 
 
+@pytest.mark.slow
 def test_sbatch_trains_like_a_direct_run(
     slurm_cluster: SlurmCluster,
     slurm_project: Path,
@@ -263,11 +265,16 @@ def test_usr1_requeue_with_two_ddp_tasks(
     tmp_path: Path,
 ) -> None:
     torchrun = background.submit(
-        direct_run, lambda project, *args: run_torchrun(project, 2, *args),
-        ddp_slurm_project, tmp_path / "direct", *LONG_ARGS,
+        direct_run,
+        lambda project, *args: run_torchrun(project, 2, *args),
+        ddp_slurm_project,
+        tmp_path / "direct",
+        *LONG_ARGS,
     )
     env = job_env(slurm_cluster, python_bin, SLOW)
-    run_dir, output = preempt_and_resume(slurm_cluster, ddp_slurm_project, env, TWO_TASKS)
+    run_dir, output = preempt_and_resume(
+        slurm_cluster, ddp_slurm_project, env, TWO_TASKS
+    )
     assert output.count("world size 2 on cpu") == 2
 
     direct = torchrun.result()
@@ -279,7 +286,9 @@ def test_scancel_saves_without_requeue(
     slurm_cluster: SlurmCluster, slurm_project: Path, python_bin: Path
 ) -> None:
     env = job_env(slurm_cluster, python_bin, SLOW)
-    job = sbatch(slurm_cluster, slurm_project, env, *SMALL, "slurm/train.sbatch", *LONG_ARGS)
+    job = sbatch(
+        slurm_cluster, slurm_project, env, *SMALL, "slurm/train.sbatch", *LONG_ARGS
+    )
     run_dir = slurm_project / "runs" / f"proj-{job}"
     wait_for_training(slurm_cluster, job, run_dir)
 
@@ -287,8 +296,12 @@ def test_scancel_saves_without_requeue(
 
     slurm_cluster.wait_for_state(job, {"CANCELLED"}, timeout=60)
     wait_until(
-        slurm_cluster, job, lambda: "resume with:" in job_output(slurm_project, job),
-        "train.py saved", timeout=30, running=False,
+        slurm_cluster,
+        job,
+        lambda: "resume with:" in job_output(slurm_project, job),
+        "train.py saved",
+        timeout=30,
+        running=False,
     )
     output = job_output(slurm_project, job)
     stopped = re.search(r"stopped at step (\d+): saved", output)
@@ -305,6 +318,7 @@ def test_scancel_saves_without_requeue(
     assert info["ExitCode"] == "130:0"
 
 
+@pytest.mark.slow
 def test_sweep_runs_one_configuration_per_array_task(
     slurm_cluster: SlurmCluster, slurm_project: Path, python_bin: Path
 ) -> None:
@@ -314,21 +328,31 @@ def test_sweep_runs_one_configuration_per_array_task(
     assert len(lrs) == 2 and lrs[0] != lrs[1]
     assert "#SBATCH --array=0-1\n" in script
 
-    env = job_env(slurm_cluster, python_bin)
-    job = run_job(
-        slurm_cluster, slurm_project, env, *SMALL, "slurm/sweep.sbatch",
-        *TINY_ARGS, "--max-epochs", "1", array_tasks=len(lrs),
+    env = job_env(slurm_cluster, python_bin, SLOW)
+    job = sbatch(
+        slurm_cluster, slurm_project, env, *SMALL, "slurm/sweep.sbatch", *LONG_ARGS
     )
     sweep_dir = slurm_project / "runs" / f"proj-sweep-{job}"
+    # preempt one task: it alone is requeued, and resumes into its own run directory
+    wait_for_training(slurm_cluster, f"{job}_1", sweep_dir / "1")
+    slurm_cluster.run(["scancel", "--signal=USR1", f"{job}_1"])
+    for task in range(len(lrs)):
+        slurm_cluster.wait_for_state(f"{job}_{task}", {"COMPLETED"}, timeout=180)
+
     assert sorted(p.name for p in sweep_dir.iterdir()) == ["0", "1"]
     for task, lr in enumerate(lrs):
         run_dir = sweep_dir / str(task)
-        assert read_summary(run_dir)["epoch"] == 1
-        # the swept value wins over the shared --lr of TINY_ARGS, and the
+        assert read_summary(run_dir)["epoch"] == 15
+        # the swept value wins over the shared --lr of LONG_ARGS, and the
         # sweep's --run-dir over train.sbatch's default
         assert json.loads((run_dir / "config.json").read_text())["lr"] == lr
         output = (slurm_project / f"proj-sweep-{job}_{task}.out").read_text()
         assert f"sweep: task {task}: --lr" in output
+        restarts = slurm_cluster.job_info(f"{job}_{task}")["Restarts"]
+        assert restarts == str(task), output
+    # an array task requeues itself by its array id (its plain job id differs)
+    assert f"requeue: job {job}_1 requeued" in output
+    assert f"resume: {sweep_dir.relative_to(slurm_project)}/1/checkpoints/" in output
 
 
 @pytest.mark.parametrize("features", [["slurm"], ["ddp", "slurm"]], ids="+".join)
@@ -344,7 +368,9 @@ def test_sbatch_files_are_valid(
         subprocess.run(["bash", "-n", script], cwd=project, check=True)
         # the test node is small: ask for less than the scripts' defaults
         result = slurm_cluster.run(
-            ["sbatch", "--test-only", *resources, script], cwd=project, env=env,
+            ["sbatch", "--test-only", *resources, script],
+            cwd=project,
+            env=env,
             check=False,
         )
         assert result.returncode == 0, f"{shlex.join(result.args)}: {result.stderr}"

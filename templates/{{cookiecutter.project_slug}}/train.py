@@ -78,6 +78,11 @@ from pathlib import Path
 import torch
 {% if ddp %}
 import torch.distributed as dist
+# Imported before init_process_group on purpose: its functions' default arguments
+# hold the process group that exists at import time, and DDP imports it later
+# otherwise. A group held there outlives destroy_process_group(), and gloo's
+# threads then crash the interpreter at exit (SIGABRT).
+import torch.distributed.nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 {% endif %}
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -388,8 +393,9 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # foreach=True picks the fast multi-tensor kernels without the compile-based
-    # check of the default (which imports torch._dynamo: seconds at start-up).
+    # foreach=True: the multi-tensor kernels on every device (the default uses
+    # them on CUDA only; on a CPU they are faster too). Any torch.optim optimizer
+    # imports torch._dynamo when built (seconds on a slow CPU); nothing avoids it.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
 
 
@@ -660,13 +666,16 @@ def requeue_slurm_job() -> None:
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
     try:
-        subprocess.run(["scontrol", "requeue", job], check=True)
+        returncode = subprocess.run(["scontrol", "requeue", job]).returncode
     except FileNotFoundError:
         print("requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)")
-    except subprocess.CalledProcessError as exc:
-        print(f"requeue: `scontrol requeue {job}` failed ({exc.returncode}); resubmit the job yourself")
-    else:
+        return
+    # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
+    # scontrol itself before it exits
+    if returncode in (0, -signal.SIGTERM):
         print(f"requeue: job {job} requeued; it will resume from the checkpoint")
+    else:
+        print(f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself")
 
 
 {% endif %}
