@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each setting (alternating)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the runs")
+    parser.add_argument("--markdown", type=Path, help="also write the results as a RESULTS.md section")
     args = parser.parse_args()
     if args.steps % 50 or args.warmup % 50 or args.warmup >= args.steps:
         parser.error("--steps and --warmup must be multiples of 50, warmup < steps")
@@ -144,6 +145,31 @@ def main() -> None:
         print(f"--log-every {log_every:<4}{medians[log_every]:12.3f}{statistics.median(c for _, c in runs):12.3f}")
     extra = medians[1] - medians[50]
     print(f"logging every step costs {extra:+.3f} ms per step ({100 * extra / medians[50]:+.1f}% of a step)")
+    if args.markdown:
+        args.markdown.write_text(markdown(results, args, extra / medians[50]))
+
+
+def markdown(results: dict[int, list[tuple[float, float]]], args: argparse.Namespace, extra: float) -> str:
+    def fmt(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+    lines = [
+        "## Logging every step vs every 50 steps (generated train.py)",
+        "",
+        f"`python benchmarks/log_every.py --steps {args.steps} --warmup {args.warmup} "
+        f"--repeats {args.repeats} --batch-size {args.batch_size} --threads {args.threads}`",
+        "",
+        f"784-256-256-10 MLP, batch {args.batch_size}, {args.steps} steps per run (first "
+        f"{args.warmup} left out), OMP_NUM_THREADS={args.threads}; median [min-max] over "
+        f"{args.repeats} runs each, alternating.",
+        "",
+        "| setting | wall ms/step | csv ms/step |",
+        "|---|---:|---:|",
+    ]
+    for log_every, runs in results.items():
+        lines.append(f"| --log-every {log_every} | {fmt([w for w, _ in runs])} | {fmt([c for _, c in runs])} |")
+    lines += ["", f"Logging every step costs {100 * extra:+.1f}% of a step (ratio of median wall times)."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
