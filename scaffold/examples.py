@@ -202,9 +202,15 @@ def examples_readme() -> str:
             lines.append("- none")
         lines += ["", "**Traps it avoids.**", ""]
         lines += [_wrap(trap, bullet="- ") for trap in explanation.traps]
+        # ```bash blocks run on a CPU (the test suite runs them); ```shell
+        # blocks need a cluster or start a server (the suite checks their syntax)
         if explanation.usage:
             lines += ["", "**Try it** (in the generated project):", "", "```bash"]
             lines += list(explanation.usage)
+            lines.append("```")
+        if explanation.launch:
+            lines += ["", "**Launch** (on a cluster, or a server):", "", "```shell"]
+            lines += list(explanation.launch)
             lines.append("```")
         lines.append("")
     lines += [

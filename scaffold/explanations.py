@@ -32,7 +32,9 @@ class Explanation:
     where: tuple[Location, ...]
     options: tuple[tuple[str, str], ...]  # (train.py option it adds, meaning)
     traps: tuple[str, ...]  # correctness traps the generated code avoids
-    usage: tuple[str, ...] = ()  # command lines, run in the generated project
+    usage: tuple[str, ...] = ()  # command lines that run on a CPU in the project
+    # command lines that need a cluster, several machines or start a server
+    launch: tuple[str, ...] = ()
 
 
 EXPLANATIONS: dict[str, Explanation] = {
@@ -114,8 +116,8 @@ EXPLANATIONS: dict[str, Explanation] = {
                 "timeout so that a dead rank fails the job instead of hanging it."
             ),
         ),
-        usage=(
-            "torchrun --standalone --nproc_per_node=2 train.py --batch-size 128",
+        usage=("torchrun --standalone --nproc_per_node=2 train.py --batch-size 128",),
+        launch=(
             (
                 "torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 "
                 "--rdzv_backend=c10d --rdzv_endpoint=HOST_OF_NODE_0:29500 train.py"
@@ -440,7 +442,7 @@ EXPLANATIONS: dict[str, Explanation] = {
                 "once a minute, and one step plus a save must fit after that."
             ),
         ),
-        usage=(
+        launch=(
             "sbatch slurm/train.sbatch --lr 1e-3",
             "sbatch slurm/sweep.sbatch --max-epochs 20",
         ),
@@ -481,7 +483,8 @@ EXPLANATIONS: dict[str, Explanation] = {
                 "every `--log-every` steps."
             ),
         ),
-        usage=("tensorboard --logdir runs",),
+        usage=("python train.py --max-epochs 2",),
+        launch=("tensorboard --logdir runs",),
     ),
     "debug": Explanation(
         title="Debugging aids: per-layer gradient norms, NaN/inf report, shapes",
@@ -588,4 +591,7 @@ def explanation_text(name: str) -> str:
     if explanation.usage:
         lines += ["", "Try it (in the generated project)"]
         lines += [f"  {command}" for command in explanation.usage]
+    if explanation.launch:
+        lines += ["", "Launch (on a cluster, or a server)"]
+        lines += [f"  {command}" for command in explanation.launch]
     return "\n".join(lines) + "\n"
