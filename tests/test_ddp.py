@@ -434,3 +434,19 @@ def test_docstring_shows_one_node_and_multi_node_commands(project):
     # both are what test_ddp actually launches (see `trained` and the two-node test)
     launcher(commands["one-node"], nproc_per_node=2)
     launcher(commands["multi-node"], nproc_per_node=1, node_rank=1, rdzv_endpoint="127.0.0.1:1")
+
+
+# -----------------------------------------------------------------------------
+# --overfit-batches counts global batches
+
+
+@pytest.mark.slow
+def test_overfit_batches_under_two_ranks_gives_each_rank_n_batches(project):
+    run_dir = project / "runs" / "overfit-2"
+    args = [*COMMON, *PLAIN, "--batch-size", str(BATCH), "--run-dir", str(run_dir),
+            "--overfit-batches", "2", "--max-epochs", "2", "--log-every", "1"]
+    check(run(torchrun(["--standalone", "--nproc_per_node=2"], "train.py", args), project))
+    steps = [int(r["step"]) for r in read_metrics(run_dir) if r["split"] == "train"]
+    # 2 optimizer steps per epoch, as in one process: not 1 (the 2 batches split
+    # between the ranks)
+    assert steps == [1, 2, 3, 4], steps
