@@ -1,14 +1,27 @@
 """Format rendered Python with black (in process) and check that it compiles.
 
-Black takes half a second for a generated train.py, which would be most of a
-`scaffold new`. Like black's own cache, formatted results are kept on disk, keyed
-by the hash of black's version and the unformatted text, so rendering the same
-feature set again costs a file read -- also under another project name: the
-key is the text with the name replaced by a stand-in of the same length (the
-name only appears inside strings, where black never looks at the letters).
+Black takes about a second for a generated train.py on a slow CPU, which would be
+most of a `scaffold new`. So formatted results are kept, keyed by black's
+version and the unformatted text, at two grains:
+
+- the whole file, on disk (like black's own cache): rendering the same feature
+  set again costs one file read;
+- each top-level definition (a def or class with its decorators and the comments
+  above it, or the code between two of them), on disk and in memory: feature sets
+  share most of them, so a new feature set formats only what it changed.
+  Black formats top-level definitions independently (two blank lines apart,
+  which the join puts back); the render-matrix test checks for every feature
+  set that black leaves the joined result unchanged.
+
+Keys leave the project's name out (it is replaced by a stand-in of the same
+length), so that any project name hits the cache; see `_swaps` for when that
+is safe.
 """
 
+import ast
 import hashlib
+import itertools
+import keyword
 import os
 import re
 from collections.abc import Iterable
@@ -48,19 +61,26 @@ def _cache_path(source: str) -> Path | None:
 
 
 def _swaps(source: str, names: Iterable[str]) -> list[tuple[str, str]]:
-    """(name, stand-in) pairs, longest name first; none if a swap could mislead."""
+    """(name, stand-in) pairs, longest name first; none if a swap could mislead.
+
+    A stand-in must not change how black reads the text: each name must occur
+    only as a whole word (never inside a longer identifier, keyword or number
+    such as 1e5), and not be a soft keyword; a whole-word name is then an
+    identifier, or inside a string or comment, as its stand-in would be.
+    """
     names = sorted(set(names), key=lambda n: (-len(n), n))
     if not names or len(names) > len(STAND_INS):
         return []
-    if any(not SWAPPABLE.fullmatch(n) for n in names) or any(
-        a in b for a in names for b in names if a != b
-    ):
+    if any(not SWAPPABLE.fullmatch(n) or keyword.issoftkeyword(n) for n in names):
+        return []
+    if any(a in b for a in names for b in names if a != b):
         return []
     if any(letter in source for letter in STAND_INS):
         return []
-    # Safe even where the name is part of a keyword or a number: black always
-    # formats the real text, and two renders share a key only if they differ
-    # nowhere but where the template inserted the name (inside strings).
+    for name in names:
+        whole_words = re.findall(rf"(?<![\w.]){re.escape(name)}(?![\w])", source)
+        if len(whole_words) != source.count(name):
+            return []
     return [(n, STAND_INS[i] * len(n)) for i, n in enumerate(names)]
 
 
@@ -82,21 +102,60 @@ def _remember(path: Path | None, formatted: str) -> None:
         pass  # a read-only home only costs speed
 
 
+def split_top_level(source: str) -> list[str]:
+    """``source`` cut before every top-level def and class (with its decorators
+    and the comment lines right above it); [source] if it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [source]
+    lines = source.splitlines(keepends=True)
+    cuts = {0, len(lines)}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+            while start > 0 and lines[start - 1].startswith("#"):
+                start -= 1
+            cuts.add(start)
+    bounds = sorted(cuts)
+    return ["".join(lines[a:b]) for a, b in itertools.pairwise(bounds) if a < b]
+
+
+_FORMATTED: dict[str, str] = {}  # key text -> formatted key text, this process
+
+
+def _format_chunk(path: str, chunk: str, pairs: list[tuple[str, str]]) -> str:
+    key = _swap(chunk, pairs)
+    if key not in _FORMATTED:
+        cached = _cache_path(key)
+        if cached is not None and cached.is_file():
+            _FORMATTED[key] = cached.read_text(encoding="utf-8")
+        else:
+            import black  # lazy: black's import costs ~0.1 s
+
+            try:
+                formatted = black.format_str(chunk, mode=black.Mode())
+            except black.InvalidInput as exc:
+                raise RenderError(
+                    f"template produced invalid Python in {path}: {exc}"
+                ) from exc
+            _FORMATTED[key] = _swap(formatted, pairs)
+            _remember(cached, _FORMATTED[key])
+    return _swap(_FORMATTED[key], pairs, back=True)
+
+
 def format_python(path: str, source: str, names: Iterable[str] = ()) -> str:
     """Return ``source`` formatted by black; RenderError if it is not valid Python.
 
-    ``names``: the project's name and slug, which the cache key leaves out.
+    ``names``: the project's name and slug, which the cache keys leave out.
     """
     pairs = _swaps(source, names)
     cached = _cache_path(_swap(source, pairs))
     if cached is not None and cached.is_file():
         return _swap(cached.read_text(encoding="utf-8"), pairs, back=True)
-    import black  # lazy: black's import costs ~0.1 s
-
-    try:
-        formatted = black.format_str(source, mode=black.Mode())
-    except black.InvalidInput as exc:
-        raise RenderError(f"template produced invalid Python in {path}: {exc}") from exc
+    chunks = [_format_chunk(path, c, pairs) for c in split_top_level(source)]
+    # black puts two blank lines before a top-level def or class
+    formatted = "\n\n".join(chunk for chunk in chunks if chunk.strip())
     _remember(cached, _swap(formatted, pairs))
     return formatted
 

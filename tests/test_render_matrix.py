@@ -1,14 +1,16 @@
 """Every combination of feature flags renders clean code.
 
 For all 2^n feature sets: the render is byte-identical twice, black-stable
-(formatting the result again changes nothing), compiles, and is pyflakes-clean (no
-unused imports, no undefined names). Black's disk cache is bypassed so the check
-runs black for real.
+(black on the whole finished file changes nothing), compiles, and is
+pyflakes-clean (no unused imports, no undefined names). Black's disk cache is
+bypassed, so black runs for real on every file of every set.
 
-Identical twice is checked on the Jinja output, before black: black is a pure
-function of its input, and running it twice per set would double the cost of the
-slowest test in the suite. Files that many sets share (model.py, data.py, ...)
-are checked once per distinct text.
+The pipeline formats each top-level definition on its own and keeps the
+results in memory for the other sets (see scaffold/formatting.py); the black
+pass over the whole file is what proves the joined result is what black
+makes of it. Identical twice is checked on the Jinja output, before black.
+Files that many sets share (model.py, data.py, ...) are checked once per
+distinct text.
 """
 
 import itertools
