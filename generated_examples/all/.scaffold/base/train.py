@@ -22,6 +22,7 @@ Several machines (run on every node, with its own --node_rank):
 On a SLURM cluster (one task per process, see slurm/train.sbatch):
 
     sbatch slurm/train.sbatch --lr 1e-3
+    sbatch slurm/sweep.sbatch                # a job array, one configuration per task
 """
 
 import argparse
@@ -838,9 +839,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     if cfg.overfit_batches:
         # the same few batches every epoch, for training and validation
-        train_set = val_set = Subset(
-            train_set, range(min(len(train_set), cfg.overfit_batches * cfg.batch_size))
-        )
+        # (N global batches: every rank gets N batches of its own)
+        n_samples = cfg.overfit_batches * cfg.batch_size * world.world_size
+        train_set = val_set = Subset(train_set, range(min(len(train_set), n_samples)))
     elif cfg.fast_dev_run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0

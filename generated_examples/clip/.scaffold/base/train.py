@@ -628,9 +628,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     if cfg.overfit_batches:
         # the same few batches every epoch, for training and validation
-        train_set = val_set = Subset(
-            train_set, range(min(len(train_set), cfg.overfit_batches * cfg.batch_size))
-        )
+        n_samples = cfg.overfit_batches * cfg.batch_size
+        train_set = val_set = Subset(train_set, range(min(len(train_set), n_samples)))
     elif cfg.fast_dev_run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
