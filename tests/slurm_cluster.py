@@ -197,7 +197,7 @@ def parse_scontrol_record(text: str) -> dict[str, str]:
     line = text.strip()
     matches = list(re.finditer(r"(?:^|\s)([A-Za-z][\w:/]*)=", line))
     record: dict[str, str] = {}
-    for match, following in zip(matches, [*matches[1:], None]):
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
         end = following.start() if following else len(line)
         record[match.group(1)] = line[match.end() : end].strip()
     return record

@@ -70,7 +70,7 @@ def test_features_lists_each_flag_with_its_help():
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert len(lines) == len(FEATURES)
-    for feature, line in zip(FEATURES, lines):
+    for feature, line in zip(FEATURES, lines, strict=True):
         assert line.startswith(feature.flag)
         assert feature.help in line
 

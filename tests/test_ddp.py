@@ -312,7 +312,7 @@ def test_resume_mid_epoch_under_two_ranks_is_bit_identical(project, trained):
     assert a["train_state"] == b["train_state"]
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
-    for p, q in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for p, q in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(p[k], q[k]) for k in p)
     # and the training logged after the resume point is the same, row for row
     def after_resume(run_dir: Path) -> list[list[str]]:
@@ -354,7 +354,7 @@ def test_two_nodes_on_loopback_equal_one_node(project, trained):
             if node.poll() is None:
                 node.kill()
                 node.wait()
-    for node, (out, err) in zip(nodes, outputs):
+    for node, (out, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, f"--- stdout\n{out}\n--- stderr\n{err}"
     assert sum("world size 2" in out for out, _ in outputs) == 1  # one rank 0 in all
     a, b = weights(one_node), weights(run_dir)

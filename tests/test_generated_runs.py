@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import read_summary, render, run_torchrun, run_train, train_env
 
 REPRESENTATIVE = [

@@ -462,7 +462,7 @@ def test_tensorboard_events_read_back_with_tensorboards_reader(tmp_path):
         for name in names:
             scalars = events.Scalars(f"{split}/{name}")
             assert [s.step for s in scalars] == [int(r["step"]) for r in csv_rows]
-            for s, r in zip(scalars, csv_rows):
+            for s, r in zip(scalars, csv_rows, strict=True):
                 assert s.value == pytest.approx(float(r[name]), rel=1e-5)
 
 

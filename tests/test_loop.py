@@ -481,7 +481,7 @@ def test_clip_value_bounds_every_gradient_element(combo):
     assert max(largest) <= 0.01 * (1 + 1e-6)
     assert max(largest) == pytest.approx(0.01, rel=1e-6)  # the clamp was active
     pre, post = logged_grad_norms(run), [s[0] for s in run.steps()]
-    assert all(q <= p * (1 + 1e-4) for p, q in zip(pre, post))
+    assert all(q <= p * (1 + 1e-4) for p, q in zip(pre, post, strict=True))
 
 
 def test_fp16_grad_scaler_skips_overflowed_steps_and_clips_unscaled_gradients(combo):
@@ -490,7 +490,7 @@ def test_fp16_grad_scaler_skips_overflowed_steps_and_clips_unscaled_gradients(co
     skipped = [not math.isfinite(p) for p in pre]
     # the first steps overflow at the initial scale, later ones do not
     assert 0 < sum(skipped) < len(pre)
-    taken = [p for p, s in zip(pre, skipped) if not s]
+    taken = [p for p, s in zip(pre, skipped, strict=True) if not s]
     post = [s[0] for s in run.steps()]
     # clipping after unscale_: the norm is min(pre, clip), not clip / scale
     assert post == pytest.approx([min(p, 0.3) for p in taken], rel=1e-3)

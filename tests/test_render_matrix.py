@@ -36,10 +36,10 @@ class _Collect(pyflakes.reporter.Reporter):
     def __init__(self) -> None:
         self.messages: list[str] = []
 
-    def unexpectedError(self, filename, message):  # noqa: N802 (pyflakes API)
+    def unexpectedError(self, filename, message):
         self.messages.append(f"{filename}: {message}")
 
-    def syntaxError(self, filename, message, lineno, offset, text):  # noqa: N802
+    def syntaxError(self, filename, message, lineno, offset, text):
         self.messages.append(f"{filename}:{lineno}: {message}")
 
     def flake(self, message):

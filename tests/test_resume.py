@@ -54,7 +54,7 @@ def assert_identical(a, b, where: str = "") -> None:
             assert_identical(a[key], b[key], f"{where}/{key}")
     elif isinstance(a, (list, tuple)):
         assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_identical(x, y, f"{where}/{i}")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
