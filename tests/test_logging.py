@@ -26,6 +26,7 @@ from helpers import (
     load_checkpoint,
     read_metrics,
     render,
+    render_probe,
     run_torchrun,
     run_train,
     train_env,
@@ -480,3 +481,16 @@ def test_tensorboard_missing_says_so_and_trains_on_with_csv(tmp_path):
     assert not (run_dir / "tensorboard").exists()
     total = int(STEPS_PER_EPOCH.search(result.stdout)[2])
     assert train_steps(read_metrics(run_dir)) == expected_log_steps(total, 4)
+
+
+def test_debug_stop_leaves_fp16_overflows_to_the_grad_scaler(tmp_path):
+    # a loss scaled up 1000x overflows fp16 gradients at GradScaler's initial
+    # scale (as in tests/test_loop.py): the scaler skips those steps and lowers
+    # the scale, which is no reason to stop
+    project = render_probe(tmp_path, ["debug", "amp"])
+    result = run_train(project, "--run-dir", "runs/f", "--amp-dtype", "fp16",
+                       "--on-nonfinite", "stop", "--max-epochs", "1", check=False,
+                       env={"PROBE_LOSS_MUL": "1000"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "non-finite gradients" not in result.stdout
+    assert "final (best checkpoint)" in result.stdout

@@ -947,7 +947,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
 {% if debug %}
             # before any clipping, which would spread one layer's NaN to all
+{% if amp %}
+            # fp16: overflowed gradients are GradScaler's business (it skips the
+            # step and lowers the scale); a NaN loss still stops at the next log
+            bad = [] if scaler.is_enabled() else nonfinite_grads(raw_model)
+{% else %}
             bad = nonfinite_grads(raw_model)
+{% endif %}
             if bad:
                 progress.print(f"step {state.step}: non-finite gradients in {', '.join(bad)}")
                 if cfg.on_nonfinite == "stop":
