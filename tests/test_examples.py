@@ -354,7 +354,7 @@ def test_explanations_name_code_and_options_that_exist(feature):
     assert {flag for flag, _ in explanation.options} == flags
     # the command lines shown use only options that train.py has
     known = {"--" + name.replace("_", "-") for name in config_fields(files["train.py"])}
-    for command in explanation.usage:
+    for command in (*explanation.usage, *explanation.launch):
         # arguments after the script (an sbatch script passes them to train.py)
         script = ".sbatch" if ".sbatch" in command else "train.py"
         _, _, script_args = command.partition(script)
@@ -369,6 +369,7 @@ LAUNCHER_OPTIONS = {
     "--rdzv_backend", "--rdzv_endpoint",
     "--nodes", "--signal", "--requeue", "--open-mode", "--time",  # sbatch
     "--logdir",  # tensorboard
+    "--no-input",  # cookiecutter
 }
 SCAFFOLD_OPTIONS = {
     "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",

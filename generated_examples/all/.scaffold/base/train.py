@@ -1031,7 +1031,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             # unscale first so that clipping and norms see the true gradients
             scaler.unscale_(optimizer)
             # before any clipping, which would spread one layer's NaN to all
-            bad = nonfinite_grads(raw_model)
+            # fp16: overflowed gradients are GradScaler's business (it skips the
+            # step and lowers the scale); a NaN loss still stops at the next log
+            bad = [] if scaler.is_enabled() else nonfinite_grads(raw_model)
             if bad:
                 progress.print(
                     f"step {state.step}: non-finite gradients in {', '.join(bad)}"
