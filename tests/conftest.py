@@ -14,6 +14,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slurm: needs the local SLURM test cluster")
 
 
+# Tests that take minutes (the demos' full default runs) are started first:
+# pytest-xdist hands tests out in collection order, and a long one handed out
+# last would run alone at the end.
+LONG_RUNNING = ("test_the_demo_learns",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.name.startswith(LONG_RUNNING))  # stable
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """A running single-node SLURM cluster shared by the whole session.
