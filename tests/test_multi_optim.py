@@ -23,7 +23,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import load_checkpoint, read_metrics, read_summary, render, run_train, train_env
+from helpers import (
+    load_checkpoint,
+    read_metrics,
+    read_summary,
+    render,
+    run_torchrun,
+    run_train,
+    train_env,
+)
+from test_cookiecutter import cookiecutter_render
+
+from scaffold.generate import build_project
+from scaffold.spec import ProjectSpec
 
 torch = pytest.importorskip("torch")
 
@@ -220,7 +232,10 @@ def test_each_optimizer_steps_at_its_interval_and_a_skipped_one_is_untouched(tra
 @pytest.mark.parametrize("case", ["plain", "fp16"])
 def test_resume_mid_epoch_is_bit_identical_with_both_optimizers(project, trained, case):
     straight = trained(case, 1)
-    checkpoint = straight / "checkpoints" / f"step_{RESUME_STEP if case == 'plain' else 7:08d}.pt"
+    # mid-epoch, at a log step (a resumed run's first log averages from there);
+    # fp16 has 5 steps per epoch (windows of 3, 3, 3, 3, 2)
+    step = RESUME_STEP if case == "plain" else 8
+    checkpoint = straight / "checkpoints" / f"step_{step:08d}.pt"
     saved = load_checkpoint(checkpoint)
     assert 0 < saved["train_state"]["batch_in_epoch"] < N_TRAIN // (2 * BATCH)  # mid-epoch
     resumed = project / "runs" / f"{case}-resumed"
@@ -240,8 +255,6 @@ def test_resume_mid_epoch_is_bit_identical_with_both_optimizers(project, trained
         assert a["scalers"] == b["scalers"]
         assert saved["scalers"]["generator"]["scale"] > 0
     # and the training logged after the resume point is the same, row for row
-    step = saved["step"]
-
     def after_resume(run_dir: Path) -> list[dict]:
         rows = read_metrics(run_dir)
         return [{k: v for k, v in r.items() if k != "samples_per_s"}
@@ -285,3 +298,52 @@ def test_two_processes_equal_one_process_with_double_batch(project, trained, cas
     for rank in (0, 1):
         rounds = json.loads((two / f"syncs_rank{rank}.json").read_text())
         assert rounds == [own_steps["discriminator"], own_steps["generator"]], rank
+
+
+# -----------------------------------------------------------------------------
+# the rest of the features around it, and the project's own tests
+
+
+def test_fast_dev_run_with_every_other_feature_under_torchrun(tmp_path):
+    features = ("multi-optim", "ddp", "amp", "clip", "accumulate", "early-stopping",
+                "slurm", "tensorboard", "debug")
+    project = render(tmp_path, features, tiny=False)
+    result = run_torchrun(project, 2, "--fast-dev-run", "--amp-dtype", "bf16", "--hidden", "16",
+                          "--g-every", "2", "--accumulate-steps", "1", tiny_defaults=False)
+    assert "world size 2" in result.stdout
+    assert "optimizers: discriminator every 1 step(s)" in result.stdout
+    assert "test_modes" in result.stdout
+
+
+def test_a_broken_build_optimizers_contract_is_one_clear_error(tmp_path):
+    project = render(tmp_path, ["multi-optim"], tiny=False)
+    model_py = project / "model.py"
+    source = model_py.read_text()
+    assert '("generator", adam(model.generator), cfg.g_every)' in source
+    # the generator's optimizer under a name that is not its sub-model
+    model_py.write_text(source.replace('("generator", adam(model.generator)',
+                                       '("gen", adam(model.generator)'))
+    result = run_train(project, "--fast-dev-run", "--hidden", "8", tiny_defaults=False,
+                       check=False)
+    assert result.returncode != 0
+    assert "build_optimizers: 'gen' must name a sub-model of the model (model.gen)" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_projects_own_tests_pass(tmp_path):
+    project = render(tmp_path, ["multi-optim", "ddp"], tiny=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project, capture_output=True, text=True, timeout=600, env=train_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout and "skipped" not in result.stdout
+
+
+def test_cookiecutter_gives_the_same_files(tmp_path):
+    spec = ProjectSpec.create("my-gan", {"multi-optim", "ddp", "amp", "accumulate"})
+    ours = build_project(spec)
+    theirs = cookiecutter_render(spec, tmp_path)
+    assert sorted(theirs) == sorted(ours)
+    for path in ours:
+        assert theirs[path] == ours[path], f"{path} differs"

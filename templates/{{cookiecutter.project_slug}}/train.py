@@ -54,9 +54,12 @@ option below is a field of `Config` and a command-line flag.
 {% if multi_optim %}
 
 Several optimizers: model.build_optimizers lists (name, optimizer, every_n_steps).
-A training step takes one batch{% if accumulate %} (a window of --accumulate-steps micro-batches){% endif %}; each
-optimizer due at it (every n-th step) runs compute_loss(model, batch, name),
-backward into its own sub-model `model.<name>` and steps, in the listed order.
+Each optimizer due at a training step (every n-th one) runs compute_loss(model,
+batch, name), backpropagates into its own sub-model `model.<name>` only and
+steps, one after the other in the listed order.
+{% if accumulate %}
+A training step is one window of --accumulate-steps micro-batches.
+{% endif %}
 {% endif %}
 
 Run on one process (CPU, or the first GPU):
@@ -140,11 +143,11 @@ class Config:
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
-    max_epochs: int = option({% if multi_optim %}10{% else %}8{% endif %}, "stop after this many epochs")
+    max_epochs: int = option({% if multi_optim %}40{% else %}8{% endif %}, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs{% if early_stopping %} (early stopping waits){% endif %}")
     # optimization
-    batch_size: int = option(256, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
+    batch_size: int = option({% if multi_optim %}512{% else %}256{% endif %}, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
 {% if multi_optim %}
     lr: float = option(1e-3, "peak learning rate; an optimizer built with another one follows the schedule scaled")
     min_lr: float = option(1e-4, "learning rate at the end of the cosine decay (scaled likewise)")
@@ -207,7 +210,7 @@ class Config:
 {% if multi_optim %}
     n_modes: int = option(8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2")
     mode_std: float = option(0.05, "standard deviation of each Gaussian")
-    n_train: int = option(32768, "training points")
+    n_train: int = option(65536, "training points")
     n_val: int = option(4096, "validation points")
     n_test: int = option(4096, "test points")
     data_seed: int = option(0, "seed of the data generator (fixed data across runs)")
@@ -1166,9 +1169,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
                 # --- this optimizer's step (natural place for gradient surgery) ---
                 # the schedule on its own step counter, scaled to its own LR
-                scale = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps) / cfg.lr
+                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
                 for group in o.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * scale
+                    group["lr"] = group["initial_lr"] * lr / cfg.lr
                 lrs[o.name] = o.optimizer.param_groups[0]["lr"]
 {% if amp %}
                 # unscale first so that clipping and norms see the true gradients
