@@ -870,9 +870,8 @@ class TrainState:
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
-    optimizer_steps: dict[str, int] = field(
-        default_factory=dict
-    )  # each optimizer's own
+    # each optimizer's own steps, by name: the position of its LR schedule
+    optimizer_steps: dict[str, int] = field(default_factory=dict)
     bad_validations: int = 0  # validations in a row without improvement
 
 
@@ -1252,9 +1251,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
-                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()] + [
-                    f"{samples_per_s:,.0f} samples/s"
-                ]
+                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
+                fields.append(f"{samples_per_s:,.0f} samples/s")
                 if tokens_per_sample is not None:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")

@@ -842,7 +842,8 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
 {% if multi_optim %}
-    optimizer_steps: dict[str, int] = field(default_factory=dict)  # each optimizer's own
+    # each optimizer's own steps, by name: the position of its LR schedule
+    optimizer_steps: dict[str, int] = field(default_factory=dict)
 {% endif %}
 {% if early_stopping %}
     bad_validations: int = 0  # validations in a row without improvement
@@ -1332,7 +1333,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 fields = [f"step {state.step}/{total_steps}", f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%"]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
 {% if multi_optim %}
-                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()] + [f"{samples_per_s:,.0f} samples/s"]
+                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
+                fields.append(f"{samples_per_s:,.0f} samples/s")
 {% else %}
                 fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
 {% endif %}
