@@ -100,6 +100,55 @@ run_dir = Path(sys.argv[sys.argv.index("--run-dir") + 1])
 sys.exit(code)
 '''
 
+CHECK_GRADS = '''
+"""Run train.main checking, at every optimizer step, the gradients it steps with.
+
+They must be exactly the mean of the gradients of its own compute_loss calls since
+its previous step (the window's micro-batches), taken separately with
+autograd.grad; every parameter of the other optimizers must have no gradient.
+"""
+import sys
+from pathlib import Path
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import train
+
+calls = {}  # optimizer name -> (its sub-model's parameters, [grads of each call])
+checked = []
+
+
+def compute_loss_recorded(model, batch, name):
+    loss, metrics = compute_loss(model, batch, name)
+    if model.training:
+        params = list(getattr(model, name).parameters())
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        calls.setdefault(name, (params, []))[1].append(grads)
+    return loss, metrics
+
+
+def check_step(optimizer, args, kwargs):
+    stepped = [p for group in optimizer.param_groups for p in group["params"]]
+    name = next(n for n, (params, _) in calls.items() if params[0] is stepped[0])
+    params, grads = calls.pop(name)
+    for i, p in enumerate(params):
+        expected = sum(g[i] for g in grads) / len(grads)
+        assert torch.allclose(p.grad, expected, rtol=1e-5, atol=1e-7), (name, i)
+    for other, (others, _) in calls.items():
+        assert all(q.grad is None for q in others), (name, other)
+    checked.append(name)
+
+
+compute_loss = train.compute_loss
+train.compute_loss = compute_loss_recorded
+register_optimizer_step_pre_hook(check_step)
+code = train.main(sys.argv[1:])
+run_dir = Path(sys.argv[sys.argv.index("--run-dir") + 1])
+(run_dir / "checked.txt").write_text(" ".join(checked))
+sys.exit(code)
+'''
+
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     if result.returncode != 0:
@@ -136,6 +185,7 @@ def project(tmp_path_factory) -> Path:
     project = render(tmp_path_factory.mktemp("multi_optim"),
                      ["multi-optim", "ddp", "accumulate", "clip", "amp"], tiny=False)
     (project / "count_syncs.py").write_text(COUNT_SYNCS)
+    (project / "check_grads.py").write_text(CHECK_GRADS)
     return project
 
 
@@ -223,6 +273,21 @@ def test_each_optimizer_steps_at_its_interval_and_a_skipped_one_is_untouched(tra
     first = rows[0]  # step 4: the discriminator took 4 steps, the generator 1
     assert float(first["lr_discriminator"]) == pytest.approx(0.01, rel=1e-4)
     assert float(first["lr_generator"]) == pytest.approx(0.01 * 1 / 4, rel=1e-4)
+
+
+def test_each_optimizer_steps_with_the_gradients_of_its_own_loss_only(project):
+    # The generator's loss flows through the discriminator: a plain backward()
+    # would leave its gradients in the discriminator's next step. With windows
+    # of 3 micro-batches (the last of each epoch 2), each step must use the mean
+    # over its own window.
+    run_dir = project / "runs" / "check-grads"
+    args = [*COMMON, *PLAIN, "--accumulate-steps", str(ACCUMULATE), "--g-every", "1",
+            "--batch-size", str(2 * BATCH), "--run-dir", str(run_dir)]
+    check(subprocess.run([sys.executable, "check_grads.py", *args], cwd=project,
+                         capture_output=True, text=True, timeout=300, env=train_env()))
+    checked = (run_dir / "checked.txt").read_text().split()
+    # every step of both optimizers was checked, in the order of build_optimizers
+    assert checked == list(NAMES) * (EPOCHS * 5)
 
 
 # -----------------------------------------------------------------------------
