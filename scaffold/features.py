@@ -62,6 +62,10 @@ FEATURES: tuple[Feature, ...] = (
         "debug",
         "Per-layer grad norms, non-finite gradient report, module shapes.",
     ),
+    Feature(
+        "multi-optim",
+        "Several optimizers stepping at their own intervals (GANs); a GAN demo.",
+    ),
 )
 
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

@@ -1,90 +1,54 @@
-"""Data for the demo task: adding two multi-digit numbers.
+"""Data for the demo: points of a mixture of Gaussians on a ring, for a GAN.
 
 This file is yours. The training loop only relies on `build_datasets(cfg)`
 returning three map-style datasets whose items are tuples of tensors; replace
-the addition problems with your own data and keep that contract.
+the mixture with your own data and keep that contract.
 
-Every problem `a + b = c` with `n`-digit operands becomes a fixed-length
-sequence of `3n + 1` tokens, and the target is the `n + 1` digits of `c`:
+The target distribution is `n_modes` Gaussians of standard deviation
+`mode_std`, evenly spaced on a circle of radius 2: the classic test of whether a
+GAN spreads its samples over every mode or collapses onto a few of them.
 
-    a (n digits) | b (n digits) | n + 1 query tokens  ->  c (n + 1 digits)
-
-All numbers are written least-significant digit first, so position `i` of
-every number is its 10^i place. For n = 3, 123 + 958 = 1081 reads
-
-    x = [3 2 1  8 5 9  Q Q Q Q]    y = [1 8 0 1]
-
-The query tokens `Q` are empty slots where the model writes the answer. Since
-every problem has the same length, no padding or attention mask is needed.
+Each item is `(x, z)`: a point of the mixture and a latent vector, the
+generator's input. Both are drawn once from `cfg.data_seed`, so the generator's
+noise is data like any other: a run depends only on the order of the batches
+(an exact resume, two processes equal to one), and evaluation draws no random
+numbers and judges every checkpoint on the same latents. Drawing fresh noise
+every step instead (`torch.randn_like(z)` in `compute_loss` while
+`model.training`) works too: it uses each process's random stream, which
+train.py checkpoints.
 """
+
+import math
 
 import torch
 from torch.utils.data import TensorDataset
 
-# Token ids 0-9 are the digits themselves; the query token comes after them.
-QUERY = 10
-VOCAB_SIZE = 11
+RADIUS = 2.0
 
 
-def to_digits(n: torch.Tensor, n_digits: int) -> torch.Tensor:
-    """Least-significant-first decimal digits of each integer in `n`.
-
-    Returns a tensor of shape `(*n.shape, n_digits)`; higher places are cut off.
-    """
-    places = 10 ** torch.arange(n_digits)
-    return n.unsqueeze(-1) // places % 10
+def mode_centres(n_modes: int) -> torch.Tensor:
+    """The centres of the mixture's Gaussians: shape `(n_modes, 2)`."""
+    angles = 2 * math.pi * torch.arange(n_modes) / n_modes
+    return RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
-def encode(a: torch.Tensor, b: torch.Tensor, n_digits: int):
-    """Turn the problems `a[i] + b[i]` into model inputs `x` and targets `y`."""
-    query = torch.full((len(a), n_digits + 1), QUERY)
-    x = torch.cat([to_digits(a, n_digits), to_digits(b, n_digits), query], dim=1)
-    y = to_digits(a + b, n_digits + 1)
-    return x, y
-
-
-def sample_problems(n: int, n_digits: int, generator: torch.Generator):
-    """Draw `n` distinct pairs of operands `(a, b)`, uniformly at random.
-
-    Distinct pairs let us cut the result into splits that share no problem,
-    so validation and test accuracy measure generalisation, not recall.
-    """
-    high = 10**n_digits
-    if n > high * high // 2:
-        # Rejection sampling below would crawl, and a split this large would
-        # leave too few unseen problems to test on anyway.
-        raise ValueError(f"{n} problems is too many for {n_digits}-digit operands")
-    seen = set()
-    pairs = []
-    while len(pairs) < n:
-        # Draw a little more than we are missing; duplicates are rare when the
-        # problem space is large, so this loop almost always runs once.
-        k = (n - len(pairs)) * 5 // 4 + 16
-        a = torch.randint(high, (k,), generator=generator)
-        b = torch.randint(high, (k,), generator=generator)
-        for pair in zip(a.tolist(), b.tolist()):
-            if pair not in seen and len(pairs) < n:
-                seen.add(pair)
-                pairs.append(pair)
-    a, b = torch.tensor(pairs).unbind(dim=1)
-    return a, b
+def sample_mixture(n: int, n_modes: int, std: float, generator: torch.Generator):
+    """`n` points of the mixture, each mode equally likely."""
+    which = torch.randint(n_modes, (n,), generator=generator)
+    return mode_centres(n_modes)[which] + std * torch.randn(n, 2, generator=generator)
 
 
 def build_datasets(cfg):
-    """Return disjoint `(train, val, test)` datasets of addition problems.
+    """Return `(train, val, test)` datasets of `(point, latent)` pairs.
 
-    The problems come from a generator seeded with `cfg.data_seed`, not from
-    the global RNG, so every call, and every training seed, sees the same
-    data: runs with different seeds differ only in the model and the order
-    of batches.
+    Everything comes from a generator seeded with `cfg.data_seed`, not from the
+    global RNG: every call, and every training seed, sees the same data.
     """
     generator = torch.Generator().manual_seed(cfg.data_seed)
     sizes = [cfg.n_train, cfg.n_val, cfg.n_test]
-    a, b = sample_problems(sum(sizes), cfg.n_digits, generator)
-    x, y = encode(a, b, cfg.n_digits)
-    # TensorDataset items are `(x[i], y[i])`; it also accepts a tensor of
-    # indices and then returns a whole batch at once.
+    x = sample_mixture(sum(sizes), cfg.n_modes, cfg.mode_std, generator)
+    z = torch.randn(sum(sizes), cfg.latent_dim, generator=generator)
     return tuple(
-        TensorDataset(xs, ys)
-        for xs, ys in zip(x.split(sizes), y.split(sizes), strict=True)
+        TensorDataset(xs, zs)
+        for xs, zs in zip(x.split(sizes), z.split(sizes), strict=True)
     )

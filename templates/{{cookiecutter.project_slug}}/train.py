@@ -7,6 +7,7 @@
 {% set slurm = cookiecutter.slurm == "y" %}
 {% set tensorboard = cookiecutter.tensorboard == "y" %}
 {% set debug = cookiecutter.debug == "y" %}
+{% set multi_optim = cookiecutter.multi_optim == "y" %}
 {% set distributed = ddp or slurm %}
 {% macro forward_backward() %}
 {% if amp %}
@@ -25,10 +26,41 @@ scaler.scale(loss).backward()
 loss.backward()
 {% endif %}
 {% endmacro %}
+{% macro multi_forward_backward(batch) %}
+{% if amp %}
+with autocast:
+    loss, metrics = compute_loss(model, {{ batch }}, o.name)
+{% else %}
+loss, metrics = compute_loss(model, {{ batch }}, o.name)
+{% endif %}
+{% if accumulate %}
+loss = loss / len(window)  # the window actually used
+{% endif %}
+# into this optimizer's parameters only: the generator's
+# loss flows through the discriminator, but leaves its grads
+{% if amp %}
+scalers[o.name].scale(loss).backward(inputs=o.params)
+{% else %}
+loss.backward(inputs=o.params)
+{% endif %}
+for name, value in metrics.items():
+    log_sums[name] = log_sums.get(name, 0) + value.detach().float()
+    log_counts[name] = log_counts.get(name, 0) + 1
+{% endmacro %}
 """Train {{ cookiecutter.project_name }}: an explicit PyTorch training loop you own.
 
 The model and data live in model.py and data.py; this file is the loop. Every
 option below is a field of `Config` and a command-line flag.
+{% if multi_optim %}
+
+Several optimizers: model.build_optimizers lists (name, optimizer, every_n_steps).
+Each optimizer due at a training step (every n-th one) runs compute_loss(model,
+batch, name), backpropagates into its own sub-model `model.<name>` only and
+steps, one after the other in the listed order.
+{% if accumulate %}
+A training step is one window of --accumulate-steps micro-batches.
+{% endif %}
+{% endif %}
 
 Run on one process (CPU, or the first GPU):
 
@@ -57,6 +89,9 @@ On a SLURM cluster (one task per process, see slurm/train.sbatch):
 """
 
 import argparse
+{% if multi_optim and (ddp or compile) %}
+import copy
+{% endif %}
 import csv
 import dataclasses
 import json
@@ -67,7 +102,10 @@ import signal
 import subprocess
 import sys
 import time
-{% if amp or (ddp and accumulate) %}
+{% if multi_optim and ddp %}
+from contextlib import ExitStack{% if amp %}, nullcontext{% endif %}
+
+{% elif amp or (ddp and accumulate) %}
 from contextlib import nullcontext
 {% endif %}
 from dataclasses import dataclass, field
@@ -89,7 +127,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import build_datasets
-from model import build_model, compute_loss
+from model import build_model, {% if multi_optim %}build_optimizers, {% endif %}compute_loss
 
 
 def option(default, help):
@@ -106,16 +144,23 @@ class Config:
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
-    max_epochs: int = option(8, "stop after this many epochs")
+    max_epochs: int = option({% if multi_optim %}40{% else %}8{% endif %}, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs{% if early_stopping %} (early stopping waits){% endif %}")
     # optimization
-    batch_size: int = option(256, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
+    batch_size: int = option({% if multi_optim %}512{% else %}256{% endif %}, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
+{% if multi_optim %}
+    lr: float = option(1e-3, "peak learning rate; an optimizer built with another one follows the schedule scaled")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay (scaled likewise)")
+{% else %}
     lr: float = option(3e-3, "peak learning rate (AdamW)")
     min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
+{% endif %}
     schedule: str = option("cosine", "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)")
     warmup_steps: int = option(100, "optimizer steps of linear warmup")
+{% if not multi_optim %}
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
+{% endif %}
 {% if accumulate %}
     accumulate_steps: int = option(2, "micro-batches per optimizer step (gradient accumulation)")
 {% endif %}
@@ -132,8 +177,13 @@ class Config:
     # checkpoints
     ckpt_every: int = option(500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)")
     keep_last: int = option(3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)")
+{% if multi_optim %}
+    monitor: str = option("val_mode_tv", "validation metric that picks best.pt{% if early_stopping %} and drives early stopping{% endif %}")
+    monitor_mode: str = option("min", "max | min: which direction of the monitored metric is better")
+{% else %}
     monitor: str = option("val_acc", "validation metric that picks best.pt{% if early_stopping %} and drives early stopping{% endif %}")
     monitor_mode: str = option("max", "max | min: which direction of the monitored metric is better")
+{% endif %}
 {% if early_stopping %}
     patience: int = option(3, "validations without improvement before stopping")
     min_delta: float = option(0.0, "smallest change of the monitored metric that counts as improvement")
@@ -158,6 +208,17 @@ class Config:
     dist_timeout_s: int = option(600, "seconds a collective may wait before the job fails (a dead rank)")
 {% endif %}
     # model and data (read by model.py / data.py; add your own fields here)
+{% if multi_optim %}
+    n_modes: int = option(8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2")
+    mode_std: float = option(0.05, "standard deviation of each Gaussian")
+    n_train: int = option(65536, "training points")
+    n_val: int = option(4096, "validation points")
+    n_test: int = option(4096, "test points")
+    data_seed: int = option(0, "seed of the data generator (fixed data across runs)")
+    latent_dim: int = option(8, "size of the generator's input noise")
+    hidden: int = option(128, "width of the hidden layers of both networks")
+    g_every: int = option(1, "step the generator on every N-th training step (the discriminator: every step)")
+{% else %}
     n_digits: int = option(3, "digits per operand of the addition task")
     n_train: int = option(40000, "training problems")
     n_val: int = option(2000, "validation problems")
@@ -167,6 +228,7 @@ class Config:
     n_layers: int = option(2, "transformer blocks")
     n_heads: int = option(4, "attention heads")
     dropout: float = option(0.0, "dropout probability")
+{% endif %}
 
 
 def fraction_or_count(value: float, total: int) -> int:
@@ -200,6 +262,10 @@ def parse_config(argv=None) -> Config:
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
         if getattr(cfg, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be > 0")
+{% if multi_optim %}
+    if cfg.lr <= 0:
+        problems.append("--lr must be > 0 (each optimizer's schedule is scaled by its own LR / lr)")
+{% endif %}
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.monitor_mode not in ("min", "max"):
@@ -387,6 +453,75 @@ def batch_len(batch) -> int:
 # optimization
 
 
+{% if multi_optim %}
+@dataclass
+class Optim:
+    """One entry of model.build_optimizers, with what the loop keeps about it."""
+
+    name: str  # also the sub-model it trains: model.<name>
+    optimizer: torch.optim.Optimizer
+    every: int  # it steps on every `every`-th training step
+    params: list[torch.nn.Parameter]  # the only ones its backward() fills
+    total_steps: int = 0  # the steps it takes in the whole run: its schedule's length
+
+
+def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Optim]:
+    """build_optimizers' list as {name: Optim} in its order, its contract checked.
+
+    Each name is the attribute of the sub-model its optimizer trains, and the
+    optimizer holds exactly that sub-model's trainable parameters: the loop
+    backpropagates into them only, and wraps each sub-model in its own DDP.
+    """
+    checked, seen = {}, set()
+    for name, optimizer, every in optimizers:
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.Module) or name in checked:
+            raise ValueError(f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once")
+        params = [p for p in part.parameters() if p.requires_grad]
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if held != {id(p) for p in params} or held & seen:
+            raise ValueError(f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer")
+        if every < 1:
+            raise ValueError(f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1")
+        for group in optimizer.param_groups:
+            # the LR it was built with: the peak of its schedule (saved in its state)
+            group.setdefault("initial_lr", group["lr"])
+        checked[name] = Optim(name, optimizer, every, params)
+        seen |= held
+    return checked
+
+
+{% if ddp or compile %}
+def with_parts(model: torch.nn.Module, parts: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """A shallow copy of `model` in which the sub-models `parts` replace its own.
+
+    It shares every parameter and buffer with `model`, so training it trains
+    `model`; `model` itself stays plain, for checkpoints and evaluation.
+    """
+    wrapped = copy.copy(model)
+    wrapped._modules = dict(model._modules)  # its own table of sub-models
+    for name, part in parts.items():
+        setattr(wrapped, name, part)
+    return wrapped
+
+
+{% endif %}
+{% if ddp %}
+def syncing_only(ddp_parts: dict[str, DDP], name: str, sync: bool = True) -> ExitStack:
+    """no_sync() on every DDP sub-model but `name` (on that one too unless `sync`).
+
+    A sub-model under no_sync neither all-reduces nor waits for gradients, so the
+    discriminator's forward in a generator step costs no communication.
+    """
+    stack = ExitStack()
+    for other, part in ddp_parts.items():
+        if other != name or not sync:
+            stack.enter_context(part.no_sync())
+    return stack
+
+
+{% endif %}
+{% else %}
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW that decays matrices only: decaying biases and norm gains only hurts."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -400,6 +535,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
 
 
+{% endif %}
 def lr_at(step: int, cfg: Config, total_steps: int) -> float:
     """Learning rate of optimizer step `step` (0-based): a pure function of the step.
 
@@ -574,7 +710,7 @@ def snapshot_code(run_dir: Path) -> str:
 
 
 {% if debug %}
-def print_module_shapes(model: torch.nn.Module, batch) -> None:
+def print_module_shapes(model: torch.nn.Module, batch{% if multi_optim %}, optimizer_names: list[str]{% endif %}) -> None:
     """Input and output shapes of every module for one batch (forward hooks)."""
 
     def shapes(value):
@@ -590,7 +726,12 @@ def print_module_shapes(model: torch.nn.Module, batch) -> None:
     handles = [m.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n)) for name, m in model.named_modules()]
     print("module shapes for one batch:")
     with torch.no_grad():
+{% if multi_optim %}
+        for name in optimizer_names:
+            compute_loss(model, batch, name)
+{% else %}
         compute_loss(model, batch)
+{% endif %}
     for handle in handles:
         handle.remove()
 
@@ -611,7 +752,7 @@ def nonfinite_grads(model: torch.nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device{% if amp %}, autocast{% endif %}{% if ddp %}, world: Dist{% endif %}) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device{% if amp %}, autocast{% endif %}{% if ddp %}, world: Dist{% endif %}{% if multi_optim %}, optimizer_names: list[str]{% endif %}) -> dict[str, float]:
     """Mean of each metric over the samples seen (by all ranks), in eval mode.
 
     Metrics are summed as value x batch size with the sample count, then divided:
@@ -626,7 +767,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, max_batches: int, devic
             break
         batch = move_to(batch, device)
         n = batch_len(batch)
+{% if multi_optim %}
+        # the metrics of every optimizer's loss (their names must differ)
+        metrics = {}
+        for name in optimizer_names:
 {% if amp %}
+            with autocast:
+                metrics.update(compute_loss(model, batch, name)[1])
+{% else %}
+            metrics.update(compute_loss(model, batch, name)[1])
+{% endif %}
+{% elif amp %}
         with autocast:
             _, metrics = compute_loss(model, batch)
 {% else %}
@@ -691,6 +842,10 @@ class TrainState:
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
+{% if multi_optim %}
+    # each optimizer's own steps, by name: the position of its LR schedule
+    optimizer_steps: dict[str, int] = field(default_factory=dict)
+{% endif %}
 {% if early_stopping %}
     bad_validations: int = 0  # validations in a row without improvement
 {% endif %}
@@ -735,12 +890,22 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
+{% if multi_optim %}
+    optimizers = check_optimizers(raw_model, build_optimizers(raw_model, cfg))
+{% else %}
     optimizer = build_optimizer(raw_model, cfg)
+{% endif %}
 {% if amp %}
     amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)  # says it on rank 0 only
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     # Loss scaling keeps small fp16 gradients from underflowing; bf16 needs none.
+{% if multi_optim %}
+    # One scaler per optimizer: an overflow in one sub-model's gradients skips
+    # that optimizer's step and lowers its scale only.
+    scalers = {name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16) for name in optimizers}
+{% else %}
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+{% endif %}
 {% endif %}
 
     if cfg.overfit_batches:
@@ -757,14 +922,27 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
     # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
+{% if multi_optim %}
+    state = TrainState(optimizer_steps=dict.fromkeys(optimizers, 0))
+{% else %}
     state = TrainState()
+{% endif %}
     resume_path = find_resumable(run_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
     checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])
+{% if multi_optim %}
+        for name, o in optimizers.items():
+            # its moments, its LRs and its initial_lr (the schedule's peak)
+            o.optimizer.load_state_dict(checkpoint["optimizers"][name])
+{% if amp %}
+            scalers[name].load_state_dict(checkpoint["scalers"][name])
+{% endif %}
+{% else %}
         optimizer.load_state_dict(checkpoint["optimizer"])
 {% if amp %}
         scaler.load_state_dict(checkpoint["scaler"])
+{% endif %}
 {% endif %}
         state = TrainState(**checkpoint["train_state"])
         if len(checkpoint["rng"]) == world.world_size:
@@ -775,7 +953,29 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
 
+{% if multi_optim and (ddp or compile) %}
+    # compute_loss gets a copy of the model whose optimized sub-models are wrapped
+    # (parameters shared); raw_model stays plain, for checkpoints and evaluation
+    parts = {name: getattr(raw_model, name) for name in optimizers}
 {% if ddp %}
+    # One DistributedDataParallel per optimized sub-model, not one around the whole
+    # model: a discriminator step then all-reduces the discriminator's gradients
+    # only, and the generator's forward inside it leaves no DDP waiting for
+    # gradients that never come (the "unused parameters" error). While one
+    # sub-model trains, syncing_only() switches the others' DDP off (no_sync).
+    ddp_parts = {}
+    if world.world_size > 1:
+        ddp_parts = {name: DDP(part, device_ids=[device.index] if device.type == "cuda" else None) for name, part in parts.items()}
+        parts = dict(ddp_parts)
+{% endif %}
+{% if compile %}
+    # checkpoints always come from raw_model: no "_orig_mod." prefixes
+    parts = {name: torch.compile(part, mode=cfg.compile_mode) for name, part in parts.items()}
+{% endif %}
+    model = with_parts(raw_model, parts)
+{% elif multi_optim %}
+    model = raw_model
+{% elif ddp %}
     model = raw_model
     if world.world_size > 1:
         model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -786,7 +986,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% else %}
     model = raw_model
 {% endif %}
-{% if compile %}
+{% if compile and not multi_optim %}
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
     model = torch.compile(model, mode=cfg.compile_mode)
 {% endif %}
@@ -802,6 +1002,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     total_steps = cfg.max_epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
+{% if multi_optim %}
+    for o in optimizers.values():
+        o.total_steps = max(1, total_steps // o.every)
+{% endif %}
     if cfg.val_check_interval > 1:
         val_interval = int(cfg.val_check_interval)
     elif cfg.val_check_interval < 1:
@@ -827,6 +1031,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% else %}
     progress.print(f"device {device}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all")
 {% endif %}
+{% if multi_optim %}
+    progress.print("optimizers: " + ", ".join(f"{o.name} every {o.every} step(s), {o.total_steps} steps" for o in optimizers.values()))
+{% endif %}
 
     def log(row: dict) -> None:
         if writes:
@@ -850,9 +1057,17 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             return
         checkpoint = {
             "model": raw_model.state_dict(),
+{% if multi_optim %}
+            # each optimizer's step counter (its schedule's position) is in train_state
+            "optimizers": {o.name: o.optimizer.state_dict() for o in optimizers.values()},
+{% if amp %}
+            "scalers": {key: scaler.state_dict() for key, scaler in scalers.items()},
+{% endif %}
+{% else %}
             "optimizer": optimizer.state_dict(),
 {% if amp %}
             "scaler": scaler.state_dict(),
+{% endif %}
 {% endif %}
             "train_state": dataclasses.asdict(state),
             "step": state.step,
@@ -863,7 +1078,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
     def validate(max_batches: int = val_batches) -> dict[str, float]:
-        metrics = evaluate(raw_model, val_loader, max_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %})
+        metrics = evaluate(raw_model, val_loader, max_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %})
         return {f"val_{name}": value for name, value in metrics.items()}
 
     def after_validation(metrics: dict[str, float]) -> None:
@@ -897,7 +1112,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
     # metrics accumulate on the device between log steps: no per-step host sync
     log_sums: dict[str, torch.Tensor] = {}
+{% if multi_optim %}
+    log_counts: dict[str, int] = {}  # how many values each sum holds
+    lrs: dict[str, float] = {}  # each optimizer's latest LR
+    log_samples = 0
+{% else %}
     log_samples = log_batches = log_steps = 0
+{% endif %}
     log_t0 = t_start = time.perf_counter()
     start_step = state.step
     stopping = state.step >= total_steps
@@ -910,8 +1131,99 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             batch = move_to(batch, device)
 {% if debug %}
             if state.step == 0 and i == 0 and world.is_main:
-                print_module_shapes(raw_model, batch)
+                print_module_shapes(raw_model, batch{% if multi_optim %}, list(optimizers){% endif %})
 {% endif %}
+{% if multi_optim %}
+{% if accumulate %}
+            # the micro-batches of a window are kept until it is complete: each
+            # optimizer due at this step then runs over all of them in turn
+            if i % cfg.accumulate_steps == 0:
+                window = []
+            window.append(batch)
+{% endif %}
+            log_samples += batch_len(batch)
+            state.batch_in_epoch = i + 1
+{% if accumulate %}
+            # the last window of an epoch may be shorter than accumulate_steps
+            if len(window) < cfg.accumulate_steps and state.batch_in_epoch < batches_per_epoch:
+                continue
+{% endif %}
+
+            # --- the optimizers due at this step, one after the other in the order of
+            # build_optimizers: a later one (the generator) sees the update an
+            # earlier one (the discriminator) made at this same step ---
+{% if debug %}
+            layer_norms = {}
+{% endif %}
+            for o in optimizers.values():
+                if (state.step + 1) % o.every:
+                    continue  # not due: its parameters and its state stay as they are
+{% if accumulate %}
+                for k, micro in enumerate(window):
+{% if ddp %}
+                    # all-reduce on the last micro-batch only: no_sync covers the
+                    # forward and the backward of the others
+                    with syncing_only(ddp_parts, o.name, sync=k + 1 == len(window)):
+                        {{ multi_forward_backward("micro") | trim | indent(24) }}
+{% else %}
+                    {{ multi_forward_backward("micro") | trim | indent(20) }}
+{% endif %}
+{% elif ddp %}
+                with syncing_only(ddp_parts, o.name):
+                    {{ multi_forward_backward("batch") | trim | indent(20) }}
+{% else %}
+                {{ multi_forward_backward("batch") | trim | indent(16) }}
+{% endif %}
+
+                # --- this optimizer's step (natural place for gradient surgery) ---
+                # the schedule on its own step counter, scaled to its own LR
+                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
+                for group in o.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * lr / cfg.lr
+                lrs[o.name] = o.optimizer.param_groups[0]["lr"]
+{% if amp %}
+                # unscale first so that clipping and norms see the true gradients
+                scalers[o.name].unscale_(o.optimizer)
+{% endif %}
+{% if debug %}
+                # before any clipping, which would spread one layer's NaN to all;
+                # only this optimizer's parameters have gradients now
+                bad = nonfinite_grads(raw_model)
+                if bad:
+                    progress.print(f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}")
+                    if cfg.on_nonfinite == "stop":
+                        raise FloatingPointError(f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)")
+                    # no gradients at all: the step leaves every parameter as it is
+                    o.optimizer.zero_grad(set_to_none=True)
+                if (state.step + 1) % cfg.log_every == 0:
+                    layer_norms.update(layer_grad_norms(raw_model))
+{% endif %}
+{% if clip %}
+                # this optimizer's pre-clip norm, logged; clipping does nothing useful
+                # to scaled gradients, hence after unscale_
+                if cfg.clip_value > 0:
+                    grads = [p.grad for p in o.params if p.grad is not None]
+                    grad_norm = torch.nn.utils.get_total_norm(grads)
+                    for grad in grads:
+                        grad.clamp_(-cfg.clip_value, cfg.clip_value)
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+                key = f"grad_norm_{o.name}"
+                log_sums[key] = log_sums.get(key, 0) + grad_norm.detach().float()
+                log_counts[key] = log_counts.get(key, 0) + 1
+{% endif %}
+{% if amp %}
+                # skips the step if fp16 gradients overflowed
+                scalers[o.name].step(o.optimizer)
+                scalers[o.name].update()
+{% else %}
+                o.optimizer.step()
+{% endif %}
+                o.optimizer.zero_grad(set_to_none=True)
+                state.optimizer_steps[o.name] += 1
+            state.step += 1
+            stopping = state.step >= total_steps
+{% else %}
 {% if accumulate %}
             if i % cfg.accumulate_steps == 0:
                 # the last window of an epoch may be shorter than accumulate_steps
@@ -986,23 +1298,38 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             state.step += 1
             log_steps += 1
             stopping = state.step >= total_steps
+{% endif %}
 
             if state.step % cfg.log_every == 0 or stopping:
                 # the only host sync of the training loop, once per log_every steps
                 names = sorted(log_sums)
+{% if multi_optim %}
+                # (empty when no optimizer was due since the last log)
+                totals = torch.stack([log_sums[k] for k in names]) if names else torch.zeros(0, device=device)
+{% else %}
                 totals = torch.stack([log_sums[k] for k in names])
+{% endif %}
 {% if ddp %}
                 if world.world_size > 1:
                     dist.all_reduce(totals)
                     totals /= world.world_size
 {% endif %}
+{% if multi_optim %}
+                # each metric over the micro-batches (norms: the steps) that gave it
+                means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
+{% else %}
                 per = {"grad_norm": log_steps}
                 means = {k: v / per.get(k, log_batches) for k, v in zip(names, totals.tolist())}
+{% endif %}
 {% if amp and clip %}
                 # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
                 # lowers the scale (its job, no reason to stop), so while it is on
                 # only the other metrics must be finite
+{% if multi_optim %}
+                checked = {k: v for k, v in means.items() if not k.startswith("grad_norm") or amp_dtype != torch.float16}
+{% else %}
                 checked = {k: v for k, v in means.items() if k != "grad_norm" or not scaler.is_enabled()}
+{% endif %}
                 if not all(math.isfinite(v) for v in checked.values()):
 {% else %}
                 if not all(math.isfinite(v) for v in means.values()):
@@ -1011,10 +1338,19 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     raise FloatingPointError(f"non-finite training metrics at step {state.step}: {means}")
                 elapsed = time.perf_counter() - log_t0
                 samples_per_s = log_samples * world.world_size / elapsed
+{% if multi_optim %}
+                row = {"step": state.step, "epoch": epoch, "split": "train", **means, **{f"lr_{k}": v for k, v in lrs.items()}, "samples_per_s": samples_per_s}
+{% else %}
                 row = {"step": state.step, "epoch": epoch, "split": "train", **means, "lr": lr, "samples_per_s": samples_per_s}
+{% endif %}
                 fields = [f"step {state.step}/{total_steps}", f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%"]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
+{% if multi_optim %}
+                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
+                fields.append(f"{samples_per_s:,.0f} samples/s")
+{% else %}
                 fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
+{% endif %}
                 if tokens_per_sample is not None:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
@@ -1038,7 +1374,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
                 log(row)
                 log_sums.clear()
+{% if multi_optim %}
+                log_counts.clear()
+                log_t0, log_samples = time.perf_counter(), 0
+{% else %}
                 log_t0, log_samples, log_batches, log_steps = time.perf_counter(), 0, 0, 0
+{% endif %}
 
             # --- validation inside the epoch, checkpoints, stop requests ---
             end_of_epoch = state.batch_in_epoch >= batches_per_epoch
@@ -1096,7 +1437,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     val_metrics = validate()
     test_loader = make_loader(test_set, cfg, world, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = {f"test_{k}": v for k, v in evaluate(raw_model, test_loader, test_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}).items()}
+    test_metrics = {f"test_{k}": v for k, v in evaluate(raw_model, test_loader, test_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %}).items()}
     progress.print("final (best checkpoint) | " + " | ".join(f"{k} {v:.4f}" for k, v in {**val_metrics, **test_metrics}.items()))
     if writes:
         log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})

@@ -3,6 +3,12 @@
 The model and data live in model.py and data.py; this file is the loop. Every
 option below is a field of `Config` and a command-line flag.
 
+Several optimizers: model.build_optimizers lists (name, optimizer, every_n_steps).
+Each optimizer due at a training step (every n-th one) runs compute_loss(model,
+batch, name), backpropagates into its own sub-model `model.<name>` only and
+steps, one after the other in the listed order.
+A training step is one window of --accumulate-steps micro-batches.
+
 Run on one process (CPU, or the first GPU):
 
     python train.py
@@ -26,6 +32,7 @@ On a SLURM cluster (one task per process, see slurm/train.sbatch):
 """
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
@@ -36,7 +43,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +60,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import build_datasets
-from model import build_model, compute_loss
+from model import build_model, build_optimizers, compute_loss
 
 
 def option(default, help):
@@ -74,24 +81,28 @@ class Config:
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
-    max_epochs: int = option(8, "stop after this many epochs")
+    max_epochs: int = option(40, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
     min_epochs: int = option(
         0, "train at least this many epochs (early stopping waits)"
     )
     # optimization
     batch_size: int = option(
-        256,
+        512,
         "samples per optimizer micro-step *per process*: the global batch is batch_size x world size (x accumulate_steps per optimizer step)",
     )
-    lr: float = option(3e-3, "peak learning rate (AdamW)")
-    min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
+    lr: float = option(
+        1e-3,
+        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+    )
+    min_lr: float = option(
+        1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
+    )
     schedule: str = option(
         "cosine",
         "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)",
     )
     warmup_steps: int = option(100, "optimizer steps of linear warmup")
-    weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
     accumulate_steps: int = option(
         2, "micro-batches per optimizer step (gradient accumulation)"
     )
@@ -114,10 +125,10 @@ class Config:
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
     )
     monitor: str = option(
-        "val_acc", "validation metric that picks best.pt and drives early stopping"
+        "val_mode_tv", "validation metric that picks best.pt and drives early stopping"
     )
     monitor_mode: str = option(
-        "max", "max | min: which direction of the monitored metric is better"
+        "min", "max | min: which direction of the monitored metric is better"
     )
     patience: int = option(3, "validations without improvement before stopping")
     min_delta: float = option(
@@ -160,15 +171,20 @@ class Config:
         600, "seconds a collective may wait before the job fails (a dead rank)"
     )
     # model and data (read by model.py / data.py; add your own fields here)
-    n_digits: int = option(3, "digits per operand of the addition task")
-    n_train: int = option(40000, "training problems")
-    n_val: int = option(2000, "validation problems")
-    n_test: int = option(2000, "test problems")
-    data_seed: int = option(0, "seed of the problem generator (fixed data across runs)")
-    d_model: int = option(128, "transformer width")
-    n_layers: int = option(2, "transformer blocks")
-    n_heads: int = option(4, "attention heads")
-    dropout: float = option(0.0, "dropout probability")
+    n_modes: int = option(
+        8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2"
+    )
+    mode_std: float = option(0.05, "standard deviation of each Gaussian")
+    n_train: int = option(65536, "training points")
+    n_val: int = option(4096, "validation points")
+    n_test: int = option(4096, "test points")
+    data_seed: int = option(0, "seed of the data generator (fixed data across runs)")
+    latent_dim: int = option(8, "size of the generator's input noise")
+    hidden: int = option(128, "width of the hidden layers of both networks")
+    g_every: int = option(
+        1,
+        "step the generator on every N-th training step (the discriminator: every step)",
+    )
 
 
 def fraction_or_count(value: float, total: int) -> int:
@@ -225,6 +241,10 @@ def parse_config(argv=None) -> Config:
     ):
         if getattr(cfg, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be > 0")
+    if cfg.lr <= 0:
+        problems.append(
+            "--lr must be > 0 (each optimizer's schedule is scaled by its own LR / lr)"
+        )
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.monitor_mode not in ("min", "max"):
@@ -425,20 +445,75 @@ def batch_len(batch) -> int:
 # optimization
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW that decays matrices only: decaying biases and norm gains only hurts."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {
-            "params": [p for p in params if p.dim() >= 2],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # foreach=True: the multi-tensor kernels on every device (the default uses
-    # them on CUDA only; on a CPU they are faster too). Any torch.optim optimizer
-    # imports torch._dynamo when built (seconds on a slow CPU); nothing avoids it.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
+@dataclass
+class Optim:
+    """One entry of model.build_optimizers, with what the loop keeps about it."""
+
+    name: str  # also the sub-model it trains: model.<name>
+    optimizer: torch.optim.Optimizer
+    every: int  # it steps on every `every`-th training step
+    params: list[torch.nn.Parameter]  # the only ones its backward() fills
+    total_steps: int = 0  # the steps it takes in the whole run: its schedule's length
+
+
+def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Optim]:
+    """build_optimizers' list as {name: Optim} in its order, its contract checked.
+
+    Each name is the attribute of the sub-model its optimizer trains, and the
+    optimizer holds exactly that sub-model's trainable parameters: the loop
+    backpropagates into them only, and wraps each sub-model in its own DDP.
+    """
+    checked, seen = {}, set()
+    for name, optimizer, every in optimizers:
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.Module) or name in checked:
+            raise ValueError(
+                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+            )
+        params = [p for p in part.parameters() if p.requires_grad]
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if held != {id(p) for p in params} or held & seen:
+            raise ValueError(
+                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+            )
+        if every < 1:
+            raise ValueError(
+                f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1"
+            )
+        for group in optimizer.param_groups:
+            # the LR it was built with: the peak of its schedule (saved in its state)
+            group.setdefault("initial_lr", group["lr"])
+        checked[name] = Optim(name, optimizer, every, params)
+        seen |= held
+    return checked
+
+
+def with_parts(
+    model: torch.nn.Module, parts: dict[str, torch.nn.Module]
+) -> torch.nn.Module:
+    """A shallow copy of `model` in which the sub-models `parts` replace its own.
+
+    It shares every parameter and buffer with `model`, so training it trains
+    `model`; `model` itself stays plain, for checkpoints and evaluation.
+    """
+    wrapped = copy.copy(model)
+    wrapped._modules = dict(model._modules)  # its own table of sub-models
+    for name, part in parts.items():
+        setattr(wrapped, name, part)
+    return wrapped
+
+
+def syncing_only(ddp_parts: dict[str, DDP], name: str, sync: bool = True) -> ExitStack:
+    """no_sync() on every DDP sub-model but `name` (on that one too unless `sync`).
+
+    A sub-model under no_sync neither all-reduces nor waits for gradients, so the
+    discriminator's forward in a generator step costs no communication.
+    """
+    stack = ExitStack()
+    for other, part in ddp_parts.items():
+        if other != name or not sync:
+            stack.enter_context(part.no_sync())
+    return stack
 
 
 def lr_at(step: int, cfg: Config, total_steps: int) -> float:
@@ -653,7 +728,9 @@ def snapshot_code(run_dir: Path) -> str:
     )
 
 
-def print_module_shapes(model: torch.nn.Module, batch) -> None:
+def print_module_shapes(
+    model: torch.nn.Module, batch, optimizer_names: list[str]
+) -> None:
     """Input and output shapes of every module for one batch (forward hooks)."""
 
     def shapes(value):
@@ -674,7 +751,8 @@ def print_module_shapes(model: torch.nn.Module, batch) -> None:
     ]
     print("module shapes for one batch:")
     with torch.no_grad():
-        compute_loss(model, batch)
+        for name in optimizer_names:
+            compute_loss(model, batch, name)
     for handle in handles:
         handle.remove()
 
@@ -709,6 +787,7 @@ def evaluate(
     device: torch.device,
     autocast,
     world: Dist,
+    optimizer_names: list[str],
 ) -> dict[str, float]:
     """Mean of each metric over the samples seen (by all ranks), in eval mode.
 
@@ -724,8 +803,11 @@ def evaluate(
             break
         batch = move_to(batch, device)
         n = batch_len(batch)
-        with autocast:
-            _, metrics = compute_loss(model, batch)
+        # the metrics of every optimizer's loss (their names must differ)
+        metrics = {}
+        for name in optimizer_names:
+            with autocast:
+                metrics.update(compute_loss(model, batch, name)[1])
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.detach().float() * n
         count += n
@@ -789,6 +871,8 @@ class TrainState:
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
+    # each optimizer's own steps, by name: the position of its LR schedule
+    optimizer_steps: dict[str, int] = field(default_factory=dict)
     bad_validations: int = 0  # validations in a row without improvement
 
 
@@ -827,7 +911,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
-    optimizer = build_optimizer(raw_model, cfg)
+    optimizers = check_optimizers(raw_model, build_optimizers(raw_model, cfg))
     amp_dtype = pick_amp_dtype(
         cfg.amp_dtype, device, say=progress.print
     )  # says it on rank 0 only
@@ -835,7 +919,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     )
     # Loss scaling keeps small fp16 gradients from underflowing; bf16 needs none.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    # One scaler per optimizer: an overflow in one sub-model's gradients skips
+    # that optimizer's step and lowers its scale only.
+    scalers = {
+        name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        for name in optimizers
+    }
 
     if cfg.overfit_batches:
         # the same few batches every epoch, for training and validation
@@ -847,7 +936,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
     # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
-    state = TrainState()
+    state = TrainState(optimizer_steps=dict.fromkeys(optimizers, 0))
     resume_path = (
         find_resumable(run_dir)
         if cfg.resume == "auto"
@@ -856,8 +945,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        for name, o in optimizers.items():
+            # its moments, its LRs and its initial_lr (the schedule's peak)
+            o.optimizer.load_state_dict(checkpoint["optimizers"][name])
+            scalers[name].load_state_dict(checkpoint["scalers"][name])
         state = TrainState(**checkpoint["train_state"])
         if len(checkpoint["rng"]) == world.world_size:
             set_rng_state(checkpoint["rng"][world.rank])
@@ -871,14 +962,28 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
 
-    model = raw_model
+    # compute_loss gets a copy of the model whose optimized sub-models are wrapped
+    # (parameters shared); raw_model stays plain, for checkpoints and evaluation
+    parts = {name: getattr(raw_model, name) for name in optimizers}
+    # One DistributedDataParallel per optimized sub-model, not one around the whole
+    # model: a discriminator step then all-reduces the discriminator's gradients
+    # only, and the generator's forward inside it leaves no DDP waiting for
+    # gradients that never come (the "unused parameters" error). While one
+    # sub-model trains, syncing_only() switches the others' DDP off (no_sync).
+    ddp_parts = {}
     if world.world_size > 1:
-        model = DDP(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    ddp_model = model  # for no_sync(), which the compiled wrapper hides
+        ddp_parts = {
+            name: DDP(
+                part, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            for name, part in parts.items()
+        }
+        parts = dict(ddp_parts)
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
-    model = torch.compile(model, mode=cfg.compile_mode)
+    parts = {
+        name: torch.compile(part, mode=cfg.compile_mode) for name, part in parts.items()
+    }
+    model = with_parts(raw_model, parts)
 
     # the length of training, in optimizer steps
     batches_per_epoch = fraction_or_count(
@@ -890,6 +995,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     total_steps = cfg.max_epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
+    for o in optimizers.values():
+        o.total_steps = max(1, total_steps // o.every)
     if cfg.val_check_interval > 1:
         val_interval = int(cfg.val_check_interval)
     elif cfg.val_check_interval < 1:
@@ -912,6 +1019,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     progress.print(
         f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
     )
+    progress.print(
+        "optimizers: "
+        + ", ".join(
+            f"{o.name} every {o.every} step(s), {o.total_steps} steps"
+            for o in optimizers.values()
+        )
+    )
 
     def log(row: dict) -> None:
         if writes:
@@ -931,8 +1045,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             return
         checkpoint = {
             "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
+            # each optimizer's step counter (its schedule's position) is in train_state
+            "optimizers": {
+                o.name: o.optimizer.state_dict() for o in optimizers.values()
+            },
+            "scalers": {key: scaler.state_dict() for key, scaler in scalers.items()},
             "train_state": dataclasses.asdict(state),
             "step": state.step,
             "epoch": state.epoch,
@@ -942,7 +1059,15 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
     def validate(max_batches: int = val_batches) -> dict[str, float]:
-        metrics = evaluate(raw_model, val_loader, max_batches, device, autocast, world)
+        metrics = evaluate(
+            raw_model,
+            val_loader,
+            max_batches,
+            device,
+            autocast,
+            world,
+            list(optimizers),
+        )
         return {f"val_{name}": value for name, value in metrics.items()}
 
     def after_validation(metrics: dict[str, float]) -> None:
@@ -981,7 +1106,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
     # metrics accumulate on the device between log steps: no per-step host sync
     log_sums: dict[str, torch.Tensor] = {}
-    log_samples = log_batches = log_steps = 0
+    log_counts: dict[str, int] = {}  # how many values each sum holds
+    lrs: dict[str, float] = {}  # each optimizer's latest LR
+    log_samples = 0
     log_t0 = t_start = time.perf_counter()
     start_step = state.step
     stopping = state.step >= total_steps
@@ -1000,94 +1127,110 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 break
             batch = move_to(batch, device)
             if state.step == 0 and i == 0 and world.is_main:
-                print_module_shapes(raw_model, batch)
+                print_module_shapes(raw_model, batch, list(optimizers))
+            # the micro-batches of a window are kept until it is complete: each
+            # optimizer due at this step then runs over all of them in turn
             if i % cfg.accumulate_steps == 0:
-                # the last window of an epoch may be shorter than accumulate_steps
-                window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
-            last_of_window = (
-                i + 1
-            ) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
-            # Gradients are all-reduced only on the last micro-batch of a window:
-            # no_sync must cover the forward and the backward of the others.
-            sync = last_of_window or world.world_size == 1
-            with nullcontext() if sync else ddp_model.no_sync():
-                with autocast:
-                    loss, metrics = compute_loss(model, batch)
-                # mean over the window actually used, also for a short last one
-                loss = loss / window_size
-                scaler.scale(loss).backward()
-            for name, value in metrics.items():
-                log_sums[name] = log_sums.get(name, 0) + value.detach().float()
+                window = []
+            window.append(batch)
             log_samples += batch_len(batch)
-            log_batches += 1
             state.batch_in_epoch = i + 1
-            if not last_of_window:
+            # the last window of an epoch may be shorter than accumulate_steps
+            if (
+                len(window) < cfg.accumulate_steps
+                and state.batch_in_epoch < batches_per_epoch
+            ):
                 continue
 
-            # --- the optimizer step (natural place for gradient surgery) ---
-            lr = lr_at(state.step, cfg, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # unscale first so that clipping and norms see the true gradients
-            scaler.unscale_(optimizer)
-            # before any clipping, which would spread one layer's NaN to all
-            # fp16: overflowed gradients are GradScaler's business (it skips the
-            # step and lowers the scale); a NaN loss still stops at the next log
-            bad = [] if scaler.is_enabled() else nonfinite_grads(raw_model)
-            if bad:
-                progress.print(
-                    f"step {state.step}: non-finite gradients in {', '.join(bad)}"
-                )
-                if cfg.on_nonfinite == "stop":
-                    raise FloatingPointError(
-                        f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+            # --- the optimizers due at this step, one after the other in the order of
+            # build_optimizers: a later one (the generator) sees the update an
+            # earlier one (the discriminator) made at this same step ---
+            layer_norms = {}
+            for o in optimizers.values():
+                if (state.step + 1) % o.every:
+                    continue  # not due: its parameters and its state stay as they are
+                for k, micro in enumerate(window):
+                    # all-reduce on the last micro-batch only: no_sync covers the
+                    # forward and the backward of the others
+                    with syncing_only(ddp_parts, o.name, sync=k + 1 == len(window)):
+                        with autocast:
+                            loss, metrics = compute_loss(model, micro, o.name)
+                        loss = loss / len(window)  # the window actually used
+                        # into this optimizer's parameters only: the generator's
+                        # loss flows through the discriminator, but leaves its grads
+                        scalers[o.name].scale(loss).backward(inputs=o.params)
+                        for name, value in metrics.items():
+                            log_sums[name] = (
+                                log_sums.get(name, 0) + value.detach().float()
+                            )
+                            log_counts[name] = log_counts.get(name, 0) + 1
+
+                # --- this optimizer's step (natural place for gradient surgery) ---
+                # the schedule on its own step counter, scaled to its own LR
+                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
+                for group in o.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * lr / cfg.lr
+                lrs[o.name] = o.optimizer.param_groups[0]["lr"]
+                # unscale first so that clipping and norms see the true gradients
+                scalers[o.name].unscale_(o.optimizer)
+                # before any clipping, which would spread one layer's NaN to all;
+                # only this optimizer's parameters have gradients now
+                bad = nonfinite_grads(raw_model)
+                if bad:
+                    progress.print(
+                        f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}"
                     )
-                # no gradients at all: the step below leaves every parameter as it is
-                optimizer.zero_grad(set_to_none=True)
-            if (state.step + 1) % cfg.log_every == 0:
-                layer_norms = layer_grad_norms(raw_model)
-            # the pre-clip global norm, logged; clipping does nothing useful to
-            # scaled gradients, hence after unscale_
-            if cfg.clip_value > 0:
-                grads = [p.grad for p in raw_model.parameters() if p.grad is not None]
-                grad_norm = torch.nn.utils.get_total_norm(grads)
-                # by hand: clip_grad_value_ fails when no parameter has a gradient
-                for grad in grads:
-                    grad.clamp_(-cfg.clip_value, cfg.clip_value)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    raw_model.parameters(),
-                    cfg.clip_norm if cfg.clip_norm > 0 else math.inf,
-                )
-            log_sums["grad_norm"] = (
-                log_sums.get("grad_norm", 0) + grad_norm.detach().float()
-            )
-            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+                    if cfg.on_nonfinite == "stop":
+                        raise FloatingPointError(
+                            f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                        )
+                    # no gradients at all: the step leaves every parameter as it is
+                    o.optimizer.zero_grad(set_to_none=True)
+                if (state.step + 1) % cfg.log_every == 0:
+                    layer_norms.update(layer_grad_norms(raw_model))
+                # this optimizer's pre-clip norm, logged; clipping does nothing useful
+                # to scaled gradients, hence after unscale_
+                if cfg.clip_value > 0:
+                    grads = [p.grad for p in o.params if p.grad is not None]
+                    grad_norm = torch.nn.utils.get_total_norm(grads)
+                    for grad in grads:
+                        grad.clamp_(-cfg.clip_value, cfg.clip_value)
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+                    )
+                key = f"grad_norm_{o.name}"
+                log_sums[key] = log_sums.get(key, 0) + grad_norm.detach().float()
+                log_counts[key] = log_counts.get(key, 0) + 1
+                # skips the step if fp16 gradients overflowed
+                scalers[o.name].step(o.optimizer)
+                scalers[o.name].update()
+                o.optimizer.zero_grad(set_to_none=True)
+                state.optimizer_steps[o.name] += 1
             state.step += 1
-            log_steps += 1
             stopping = state.step >= total_steps
 
             if state.step % cfg.log_every == 0 or stopping:
                 # the only host sync of the training loop, once per log_every steps
                 names = sorted(log_sums)
-                totals = torch.stack([log_sums[k] for k in names])
+                # (empty when no optimizer was due since the last log)
+                totals = (
+                    torch.stack([log_sums[k] for k in names])
+                    if names
+                    else torch.zeros(0, device=device)
+                )
                 if world.world_size > 1:
                     dist.all_reduce(totals)
                     totals /= world.world_size
-                per = {"grad_norm": log_steps}
-                means = {
-                    k: v / per.get(k, log_batches)
-                    for k, v in zip(names, totals.tolist())
-                }
+                # each metric over the micro-batches (norms: the steps) that gave it
+                means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
                 # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
                 # lowers the scale (its job, no reason to stop), so while it is on
                 # only the other metrics must be finite
                 checked = {
                     k: v
                     for k, v in means.items()
-                    if k != "grad_norm" or not scaler.is_enabled()
+                    if not k.startswith("grad_norm") or amp_dtype != torch.float16
                 }
                 if not all(math.isfinite(v) for v in checked.values()):
                     # every rank sees the same reduced values, so all stop together
@@ -1101,7 +1244,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     "epoch": epoch,
                     "split": "train",
                     **means,
-                    "lr": lr,
+                    **{f"lr_{k}": v for k, v in lrs.items()},
                     "samples_per_s": samples_per_s,
                 }
                 fields = [
@@ -1109,7 +1252,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
-                fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
+                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
+                fields.append(f"{samples_per_s:,.0f} samples/s")
                 if tokens_per_sample is not None:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
@@ -1144,12 +1288,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row.update({f"grad_norm/{k}": v for k, v in norms.items()})
                 log(row)
                 log_sums.clear()
-                log_t0, log_samples, log_batches, log_steps = (
-                    time.perf_counter(),
-                    0,
-                    0,
-                    0,
-                )
+                log_counts.clear()
+                log_t0, log_samples = time.perf_counter(), 0
 
             # --- validation inside the epoch, checkpoints, stop requests ---
             end_of_epoch = state.batch_in_epoch >= batches_per_epoch
@@ -1206,7 +1346,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     test_metrics = {
         f"test_{k}": v
         for k, v in evaluate(
-            raw_model, test_loader, test_batches, device, autocast, world
+            raw_model,
+            test_loader,
+            test_batches,
+            device,
+            autocast,
+            world,
+            list(optimizers),
         ).items()
     }
     progress.print(

@@ -1,0 +1,982 @@
+"""Train demo: an explicit PyTorch training loop you own.
+
+The model and data live in model.py and data.py; this file is the loop. Every
+option below is a field of `Config` and a command-line flag.
+
+Several optimizers: model.build_optimizers lists (name, optimizer, every_n_steps).
+Each optimizer due at a training step (every n-th one) runs compute_loss(model,
+batch, name), backpropagates into its own sub-model `model.<name>` only and
+steps, one after the other in the listed order.
+
+Run on one process (CPU, or the first GPU):
+
+    python train.py
+    python train.py --max-epochs 5 --lr 1e-3 --run-dir runs/exp1
+    python train.py --resume auto --run-dir runs/exp1   # continue where it stopped
+    python train.py --fast-dev-run                      # two batches, writes nothing
+"""
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from data import build_datasets
+from model import build_model, build_optimizers, compute_loss
+
+
+def option(default, help):
+    """A Config field with its command-line help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # run
+    run_dir: str = option(
+        "runs/demo", "checkpoints, metrics.csv, config.json, summary.json go here"
+    )
+    resume: str = option(
+        "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
+    )
+    seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
+    # length of training: whichever limit comes first ends it
+    max_epochs: int = option(40, "stop after this many epochs")
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
+    min_epochs: int = option(0, "train at least this many epochs")
+    # optimization
+    batch_size: int = option(512, "samples per optimizer micro-step")
+    lr: float = option(
+        1e-3,
+        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+    )
+    min_lr: float = option(
+        1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
+    )
+    schedule: str = option(
+        "cosine",
+        "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)",
+    )
+    warmup_steps: int = option(100, "optimizer steps of linear warmup")
+    # checkpoints
+    ckpt_every: int = option(
+        500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)"
+    )
+    keep_last: int = option(
+        3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
+    )
+    monitor: str = option("val_mode_tv", "validation metric that picks best.pt")
+    monitor_mode: str = option(
+        "min", "max | min: which direction of the monitored metric is better"
+    )
+    # validation and test
+    val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
+    val_check_interval: float = option(
+        1.0,
+        "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)",
+    )
+    sanity_val_steps: int = option(
+        2, "validation batches run before training to catch bugs early (0: off)"
+    )
+    limit_train_batches: float = option(
+        1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch"
+    )
+    limit_val_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of validation batches"
+    )
+    limit_test_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of test batches"
+    )
+    # debugging
+    fast_dev_run: bool = option(
+        False, "run 2 train, val and test batches; write nothing"
+    )
+    overfit_batches: int = option(
+        0, "train (and validate) on the first N batches only; loss should go to ~0"
+    )
+    # logging
+    log_every: int = option(
+        50, "print and log training metrics every N optimizer steps"
+    )
+    num_workers: int = option(0, "DataLoader worker processes")
+    # model and data (read by model.py / data.py; add your own fields here)
+    n_modes: int = option(
+        8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2"
+    )
+    mode_std: float = option(0.05, "standard deviation of each Gaussian")
+    n_train: int = option(65536, "training points")
+    n_val: int = option(4096, "validation points")
+    n_test: int = option(4096, "test points")
+    data_seed: int = option(0, "seed of the data generator (fixed data across runs)")
+    latent_dim: int = option(8, "size of the generator's input noise")
+    hidden: int = option(128, "width of the hidden layers of both networks")
+    g_every: int = option(
+        1,
+        "step the generator on every N-th training step (the discriminator: every step)",
+    )
+
+
+def fraction_or_count(value: float, total: int) -> int:
+    """Lightning-style limits: <= 1.0 is a fraction of `total`, > 1 a count."""
+    n = int(total * value) if value <= 1.0 else int(value)
+    return max(1, min(total, n)) if total else 0
+
+
+def parse_config(argv=None) -> Config:
+    """Build a Config from the command line; bad values fail here, before training."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                help=f.metadata["help"] + " (default: %(default)s)",
+            )
+    cfg = Config(**vars(parser.parse_args(argv)))
+    problems = []
+    if cfg.max_epochs < 1:
+        problems.append("--max-epochs must be >= 1")
+    if cfg.max_steps < -1 or cfg.max_steps == 0:
+        problems.append("--max-steps must be positive (or -1 for no limit)")
+    for name in ("batch_size", "log_every", "val_every_epochs"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1")
+    for name in (
+        "min_epochs",
+        "warmup_steps",
+        "ckpt_every",
+        "keep_last",
+        "sanity_val_steps",
+        "overfit_batches",
+        "num_workers",
+    ):
+        if getattr(cfg, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must be >= 0")
+    for name in (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "val_check_interval",
+    ):
+        if getattr(cfg, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be > 0")
+    if cfg.lr <= 0:
+        problems.append(
+            "--lr must be > 0 (each optimizer's schedule is scaled by its own LR / lr)"
+        )
+    if cfg.schedule not in ("cosine", "constant"):
+        problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
+    if cfg.monitor_mode not in ("min", "max"):
+        problems.append(f"--monitor-mode must be min or max, not {cfg.monitor_mode!r}")
+    if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
+        problems.append(f"--resume {cfg.resume}: no such checkpoint file")
+    if problems:
+        parser.error("; ".join(problems))
+    return cfg
+
+
+# -----------------------------------------------------------------------------
+# processes and devices
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: rank 0 of 1 unless launched by a launcher."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' takes this rank's GPU, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -----------------------------------------------------------------------------
+# data: shuffling is a pure function of (seed, epoch), so a resumed run sees the
+# same batches as an uninterrupted one
+
+
+class ShardSampler(Sampler):
+    """The indices of this rank's share of one epoch, from batch `start` on.
+
+    With shuffle, the order is torch.randperm seeded with seed + epoch -- the
+    permutation DistributedSampler uses -- truncated to a multiple of the world
+    size so that every rank runs the same number of steps, then dealt out
+    rank::world_size. Without shuffle, nothing is dropped (evaluation sees every
+    sample exactly once; ranks may get one sample more or less).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        world: Dist,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        skip: int = 0,
+    ):
+        if shuffle:
+            generator = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(n, generator=generator)[: n - n % world.world_size]
+        else:
+            order = torch.arange(n)
+        self.indices = order[world.rank :: world.world_size][skip:].tolist()
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_loader(
+    dataset: Dataset,
+    cfg: Config,
+    world: Dist,
+    shuffle: bool,
+    epoch: int = 0,
+    skip_batches: int = 0,
+) -> DataLoader:
+    sampler = ShardSampler(
+        len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
+    )
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        # Its own generator: creating a loader must not draw from the global RNG,
+        # which belongs to the model (dropout) and is restored on resume.
+        generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        persistent_workers=False,
+    )
+
+
+def move_to(batch, device: torch.device):
+    """Tensors (also inside tuples, lists and dicts) onto `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def batch_len(batch) -> int:
+    """Samples in a batch: the length of its first tensor."""
+    while not isinstance(batch, torch.Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(batch)
+
+
+# -----------------------------------------------------------------------------
+# optimization
+
+
+@dataclass
+class Optim:
+    """One entry of model.build_optimizers, with what the loop keeps about it."""
+
+    name: str  # also the sub-model it trains: model.<name>
+    optimizer: torch.optim.Optimizer
+    every: int  # it steps on every `every`-th training step
+    params: list[torch.nn.Parameter]  # the only ones its backward() fills
+    total_steps: int = 0  # the steps it takes in the whole run: its schedule's length
+
+
+def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Optim]:
+    """build_optimizers' list as {name: Optim} in its order, its contract checked.
+
+    Each name is the attribute of the sub-model its optimizer trains, and the
+    optimizer holds exactly that sub-model's trainable parameters: the loop
+    backpropagates into them only, and wraps each sub-model in its own DDP.
+    """
+    checked, seen = {}, set()
+    for name, optimizer, every in optimizers:
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.Module) or name in checked:
+            raise ValueError(
+                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+            )
+        params = [p for p in part.parameters() if p.requires_grad]
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if held != {id(p) for p in params} or held & seen:
+            raise ValueError(
+                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+            )
+        if every < 1:
+            raise ValueError(
+                f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1"
+            )
+        for group in optimizer.param_groups:
+            # the LR it was built with: the peak of its schedule (saved in its state)
+            group.setdefault("initial_lr", group["lr"])
+        checked[name] = Optim(name, optimizer, every, params)
+        seen |= held
+    return checked
+
+
+def lr_at(step: int, cfg: Config, total_steps: int) -> float:
+    """Learning rate of optimizer step `step` (0-based): a pure function of the step.
+
+    Warmup starts at lr/(warmup+1), never at 0, so the first step learns.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (
+        1 + math.cos(math.pi * min(1.0, progress))
+    )
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: one writer (global rank 0), atomic writes, plain weights
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def find_resumable(run_dir: Path) -> Path | None:
+    """The newest checkpoint in run_dir that loads; truncated files are skipped."""
+    ckpt_dir = run_dir / "checkpoints"
+    candidates = (
+        [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
+        if ckpt_dir.is_dir()
+        else []
+    )
+    best_step, newest = -1, None
+    for path in candidates:
+        try:
+            step = load_checkpoint(path)["step"]
+        except Exception as exc:  # a truncated or foreign file: not a candidate
+            print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
+            continue
+        if step > best_step or (step == best_step and path.name == "last.pt"):
+            best_step, newest = step, path
+    return newest
+
+
+def load_resumable(path: Path) -> dict:
+    """The checkpoint to resume from; anything else ends the run with one line."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as exc:  # not written by torch.save, or cut short
+        sys.exit(f"--resume {path}: not a readable checkpoint ({type(exc).__name__})")
+    if not isinstance(checkpoint, dict) or "train_state" not in checkpoint:
+        sys.exit(f"--resume {path}: not a checkpoint written by train.py")
+    return checkpoint
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    periodic = sorted(ckpt_dir.glob("step_*.pt"))
+    for path in periodic[: max(0, len(periodic) - keep)]:
+        path.unlink()
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
+    """Rebuild the trained model from a checkpoint, for inference."""
+    checkpoint = load_checkpoint(Path(path))
+    model = build_model(Config(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+# -----------------------------------------------------------------------------
+# logging
+
+
+class CsvLog:
+    """metrics.csv: one row per logged step and per validation, across resumes.
+
+    New metric names extend the header (the file is rewritten, which happens only
+    for the first rows). On resume, rows after the resumed step are dropped: they
+    were logged after the checkpoint and will be logged again.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        self.rows: list[dict] = []
+        if path.exists() and resume_step is not None:
+            with path.open(newline="") as f:
+                self.rows = [
+                    r for r in csv.DictReader(f) if int(r["step"]) <= resume_step
+                ]
+        self.fields = ["step", "epoch", "split"]
+        for row in self.rows:
+            self.fields += [k for k in row if k not in self.fields]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def log(self, row: dict) -> None:
+        row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        self.rows.append(row)
+        if any(k not in self.fields for k in row):
+            self.fields += [k for k in row if k not in self.fields]
+            self._rewrite()
+            return
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    )
+
+
+# peak dense bf16/fp16 FLOP/s, for the MFU estimate on known GPUs
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+    "L4": 121e12,
+    "V100": 125e12,
+    "T4": 65e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+
+def gpu_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in GPU_PEAK_FLOPS.items() if key in name), None)
+
+
+class Progress:
+    """One status line on rank 0: redrawn in place on a terminal, appended otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = enabled and sys.stdout.isatty()
+        self.open = False  # a status line without its newline is on the terminal
+
+    def update(self, text: str) -> None:
+        if self.enabled:
+            print(
+                f"\r\033[K{text}" if self.tty else text,
+                end="" if self.tty else "\n",
+                flush=True,
+            )
+            self.open = self.tty
+
+    def print(self, text: str) -> None:
+        """A permanent line (validation results, notices); the last status line stays above it."""
+        if self.enabled:
+            print(f"\n{text}" if self.open else text, flush=True)
+            self.open = False
+
+
+def model_summary(model: torch.nn.Module) -> str:
+    lines = [f"{'module':<24}{'params':>12}{'trainable':>12}"]
+    for name, child in model.named_children():
+        total = sum(p.numel() for p in child.parameters())
+        trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
+        lines.append(f"{name:<24}{total:>12,}{trainable:>12,}")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines.append(f"{'total':<24}{total:>12,}{trainable:>12,}")
+    return "\n".join(lines)
+
+
+def snapshot_code(run_dir: Path) -> str:
+    """Save the git commit and uncommitted diff of this project; say what was saved."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "diff", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "code snapshot: not a git work tree (or no commit yet); nothing saved"
+    (run_dir / "git_commit.txt").write_text(commit + "\n")
+    (run_dir / "git_diff.patch").write_text(diff)
+    return f"code snapshot: commit {commit[:12]}" + (
+        " + uncommitted changes" if diff else ""
+    )
+
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    max_batches: int,
+    device: torch.device,
+    optimizer_names: list[str],
+) -> dict[str, float]:
+    """Mean of each metric over the samples seen (by all ranks), in eval mode.
+
+    Metrics are summed as value x batch size with the sample count, then divided:
+    a mean of per-rank means would weight a rank's short last batch wrongly.
+    """
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device)
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        batch = move_to(batch, device)
+        n = batch_len(batch)
+        # the metrics of every optimizer's loss (their names must differ)
+        metrics = {}
+        for name in optimizer_names:
+            metrics.update(compute_loss(model, batch, name)[1])
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0) + value.detach().float() * n
+        count += n
+    model.train(was_training)
+    names = sorted(sums)
+    totals = torch.stack([sums[k] for k in names] + [count])
+    totals = totals.tolist()
+    return {name: total / max(totals[-1], 1) for name, total in zip(names, totals)}
+
+
+# -----------------------------------------------------------------------------
+# the stop flags: signal handlers only set them; the loop acts at a step boundary
+
+STOP = {"stop": False}
+
+
+def request_stop(signum, frame) -> None:
+    STOP["stop"] = True
+
+
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must restore."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
+    best: float | None = None  # best value of cfg.monitor so far
+    # each optimizer's own steps, by name: the position of its LR schedule
+    optimizer_steps: dict[str, int] = field(default_factory=dict)
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv)
+    return train(cfg, Dist(), pick_device(cfg.device))
+
+
+def train(cfg: Config, world: Dist, device: torch.device) -> int:
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    # fast_dev_run is a smoke test: nothing is written to disk
+    writes = world.is_main and not cfg.fast_dev_run
+    progress = Progress(world.is_main)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    # Same seed on every rank for an identical model initialisation...
+    seed_everything(cfg.seed)
+    train_set, val_set, test_set = build_datasets(cfg)
+    raw_model = build_model(cfg).to(device)
+    # ...then a different stream per rank, for dropout and augmentation.
+    seed_everything(cfg.seed + world.rank)
+    optimizers = check_optimizers(raw_model, build_optimizers(raw_model, cfg))
+
+    if cfg.overfit_batches:
+        # the same few batches every epoch, for training and validation
+        n_samples = cfg.overfit_batches * cfg.batch_size
+        train_set = val_set = Subset(train_set, range(min(len(train_set), n_samples)))
+    elif cfg.fast_dev_run:
+        cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
+        cfg.max_epochs, cfg.sanity_val_steps = 1, 0
+
+    # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
+    state = TrainState(optimizer_steps=dict.fromkeys(optimizers, 0))
+    resume_path = (
+        find_resumable(run_dir)
+        if cfg.resume == "auto"
+        else (Path(cfg.resume) if cfg.resume else None)
+    )
+    checkpoint = load_resumable(resume_path) if resume_path else None
+    if checkpoint is not None:
+        raw_model.load_state_dict(checkpoint["model"])
+        for name, o in optimizers.items():
+            # its moments, its LRs and its initial_lr (the schedule's peak)
+            o.optimizer.load_state_dict(checkpoint["optimizers"][name])
+        state = TrainState(**checkpoint["train_state"])
+        if len(checkpoint["rng"]) == world.world_size:
+            set_rng_state(checkpoint["rng"][world.rank])
+        else:
+            progress.print(
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+            )
+        progress.print(
+            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+        )
+    elif cfg.resume == "auto":
+        progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
+
+    model = raw_model
+
+    # the length of training, in optimizer steps
+    batches_per_epoch = fraction_or_count(
+        cfg.limit_train_batches,
+        math.ceil(len(train_set) // world.world_size / cfg.batch_size),
+    )
+    steps_per_epoch = batches_per_epoch
+    total_steps = cfg.max_epochs * steps_per_epoch
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    for o in optimizers.values():
+        o.total_steps = max(1, total_steps // o.every)
+    if cfg.val_check_interval > 1:
+        val_interval = int(cfg.val_check_interval)
+    elif cfg.val_check_interval < 1:
+        val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
+    else:
+        val_interval = 0  # only at the end of epochs
+    val_loader = make_loader(val_set, cfg, world, shuffle=False)
+    val_batches = fraction_or_count(cfg.limit_val_batches, len(val_loader))
+
+    if writes:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(
+            json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+        )
+        progress.print(snapshot_code(run_dir))
+        csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
+    progress.print(model_summary(raw_model))
+    progress.print(
+        f"device {device}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+    )
+    progress.print(
+        "optimizers: "
+        + ", ".join(
+            f"{o.name} every {o.every} step(s), {o.total_steps} steps"
+            for o in optimizers.values()
+        )
+    )
+
+    def log(row: dict) -> None:
+        if writes:
+            csv_log.log(row)
+
+    def save(name: str) -> None:
+        """Checkpoint to checkpoints/<name>.pt (all ranks call it: RNG states are gathered)."""
+        rng = [rng_state()]
+        if not writes:
+            return
+        checkpoint = {
+            "model": raw_model.state_dict(),
+            # each optimizer's step counter (its schedule's position) is in train_state
+            "optimizers": {
+                o.name: o.optimizer.state_dict() for o in optimizers.values()
+            },
+            "train_state": dataclasses.asdict(state),
+            "step": state.step,
+            "epoch": state.epoch,
+            "rng": rng,
+            "config": dataclasses.asdict(cfg),
+        }
+        atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
+
+    def validate(max_batches: int = val_batches) -> dict[str, float]:
+        metrics = evaluate(raw_model, val_loader, max_batches, device, list(optimizers))
+        return {f"val_{name}": value for name, value in metrics.items()}
+
+    def after_validation(metrics: dict[str, float]) -> None:
+        """Log, keep best.pt, and count validations without improvement."""
+        progress.print(
+            f"step {state.step} | validation | "
+            + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
+        log({"step": state.step, "epoch": state.epoch, "split": "val", **metrics})
+        if cfg.monitor not in metrics:
+            raise KeyError(
+                f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}"
+            )
+        value = metrics[cfg.monitor]
+        sign = 1 if cfg.monitor_mode == "max" else -1
+        if state.best is None or sign * (value - state.best) > 0:
+            state.best = value
+            save("best")
+
+    if cfg.sanity_val_steps and checkpoint is None:
+        # Catches evaluation bugs before hours of training. Evaluation draws no
+        # random numbers, so the training RNG stream is untouched.
+        sanity = validate(cfg.sanity_val_steps)
+        progress.print(
+            "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
+        )
+
+    model.train()
+    peak_flops = gpu_peak_flops(device)
+    flops_per_sample = getattr(raw_model, "flops_per_sample", None)
+    # a model of sequences can tell its tokens per sample (the demo does): tokens/s
+    tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
+    # metrics accumulate on the device between log steps: no per-step host sync
+    log_sums: dict[str, torch.Tensor] = {}
+    log_counts: dict[str, int] = {}  # how many values each sum holds
+    lrs: dict[str, float] = {}  # each optimizer's latest LR
+    log_samples = 0
+    log_t0 = t_start = time.perf_counter()
+    start_step = state.step
+    stopping = state.step >= total_steps
+    while not stopping and state.epoch < cfg.max_epochs:
+        epoch = state.epoch
+        loader = make_loader(
+            train_set,
+            cfg,
+            world,
+            shuffle=not cfg.overfit_batches,
+            epoch=epoch,
+            skip_batches=state.batch_in_epoch,
+        )
+        for i, batch in enumerate(loader, start=state.batch_in_epoch):
+            if i >= batches_per_epoch:
+                break
+            batch = move_to(batch, device)
+            log_samples += batch_len(batch)
+            state.batch_in_epoch = i + 1
+
+            # --- the optimizers due at this step, one after the other in the order of
+            # build_optimizers: a later one (the generator) sees the update an
+            # earlier one (the discriminator) made at this same step ---
+            for o in optimizers.values():
+                if (state.step + 1) % o.every:
+                    continue  # not due: its parameters and its state stay as they are
+                loss, metrics = compute_loss(model, batch, o.name)
+                # into this optimizer's parameters only: the generator's
+                # loss flows through the discriminator, but leaves its grads
+                loss.backward(inputs=o.params)
+                for name, value in metrics.items():
+                    log_sums[name] = log_sums.get(name, 0) + value.detach().float()
+                    log_counts[name] = log_counts.get(name, 0) + 1
+
+                # --- this optimizer's step (natural place for gradient surgery) ---
+                # the schedule on its own step counter, scaled to its own LR
+                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
+                for group in o.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * lr / cfg.lr
+                lrs[o.name] = o.optimizer.param_groups[0]["lr"]
+                o.optimizer.step()
+                o.optimizer.zero_grad(set_to_none=True)
+                state.optimizer_steps[o.name] += 1
+            state.step += 1
+            stopping = state.step >= total_steps
+
+            if state.step % cfg.log_every == 0 or stopping:
+                # the only host sync of the training loop, once per log_every steps
+                names = sorted(log_sums)
+                # (empty when no optimizer was due since the last log)
+                totals = (
+                    torch.stack([log_sums[k] for k in names])
+                    if names
+                    else torch.zeros(0, device=device)
+                )
+                # each metric over the micro-batches (norms: the steps) that gave it
+                means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
+                if not all(math.isfinite(v) for v in means.values()):
+                    # every rank sees the same reduced values, so all stop together
+                    raise FloatingPointError(
+                        f"non-finite training metrics at step {state.step}: {means}"
+                    )
+                elapsed = time.perf_counter() - log_t0
+                samples_per_s = log_samples * world.world_size / elapsed
+                row = {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "split": "train",
+                    **means,
+                    **{f"lr_{k}": v for k, v in lrs.items()},
+                    "samples_per_s": samples_per_s,
+                }
+                fields = [
+                    f"step {state.step}/{total_steps}",
+                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                ]
+                fields += [f"{k} {v:.4f}" for k, v in means.items()]
+                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
+                fields.append(f"{samples_per_s:,.0f} samples/s")
+                if tokens_per_sample is not None:
+                    row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+                    fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
+                if flops_per_sample is not None and peak_flops:
+                    mfu = (
+                        flops_per_sample()
+                        * samples_per_s
+                        / world.world_size
+                        / peak_flops
+                    )
+                    fields.append(f"mfu {100 * mfu:.1f}%")
+                    row["mfu"] = mfu
+                if device.type == "cuda":
+                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
+                    torch.cuda.reset_peak_memory_stats(device)
+                done = state.step - start_step
+                eta = (
+                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
+                )
+                fields += [
+                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"eta {format_duration(eta)}",
+                ]
+                progress.update(" | ".join(fields))
+                log(row)
+                log_sums.clear()
+                log_counts.clear()
+                log_t0, log_samples = time.perf_counter(), 0
+
+            # --- validation inside the epoch, checkpoints, stop requests ---
+            end_of_epoch = state.batch_in_epoch >= batches_per_epoch
+            if val_interval and state.step % val_interval == 0 and not end_of_epoch:
+                after_validation(validate())
+            if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+                save(f"step_{state.step:08d}")
+                if writes:
+                    prune_checkpoints(ckpt_dir, cfg.keep_last)
+            flags = [STOP["stop"]]
+            if any(flags) and not stopping:
+                save("last")
+                progress.print(
+                    f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"
+                )
+                progress.print(
+                    f"resume with: python train.py --resume auto --run-dir {run_dir}"
+                )
+                return 130
+            if stopping:
+                break
+
+        # --- end of epoch ---
+        if state.batch_in_epoch >= batches_per_epoch:
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+        if (epoch + 1) % cfg.val_every_epochs == 0 or stopping:
+            after_validation(validate())
+        save("last")
+
+    # --- test the best checkpoint ---
+    best_path = ckpt_dir / "best.pt"
+    if best_path.exists() and not cfg.fast_dev_run:
+        raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+    val_metrics = validate()
+    test_loader = make_loader(test_set, cfg, world, shuffle=False)
+    test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
+    test_metrics = {
+        f"test_{k}": v
+        for k, v in evaluate(
+            raw_model, test_loader, test_batches, device, list(optimizers)
+        ).items()
+    }
+    progress.print(
+        "final (best checkpoint) | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in {**val_metrics, **test_metrics}.items())
+    )
+    if writes:
+        log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})
+        summary = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "best": state.best,
+            **val_metrics,
+            **test_metrics,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
