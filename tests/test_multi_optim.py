@@ -174,7 +174,7 @@ def assert_identical(a: dict, b: dict, what: str) -> None:
 
 def assert_same_state(a: list[dict], b: list[dict], what: str) -> None:
     assert len(a) == len(b), what
-    for p, q in zip(a, b):
+    for p, q in zip(a, b, strict=True):
         assert p.keys() == q.keys()
         for key in p:
             assert torch.equal(p[key], q[key]), f"{what}: {key} differs"
