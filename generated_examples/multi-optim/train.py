@@ -56,7 +56,7 @@ class Config:
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
     max_epochs: int = option(40, "stop after this many epochs")
-    max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
+    max_steps: int = option(-1, "stop after this many training steps (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs")
     # optimization
     batch_size: int = option(512, "samples per optimizer micro-step")
@@ -74,7 +74,7 @@ class Config:
     warmup_steps: int = option(100, "optimizer steps of linear warmup")
     # checkpoints
     ckpt_every: int = option(
-        500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)"
+        500, "also keep a step_N.pt checkpoint every N training steps (0: off)"
     )
     keep_last: int = option(
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
@@ -87,7 +87,7 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)",
+        "also validate inside an epoch: a fraction of it (<1) or every N training steps (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -109,9 +109,7 @@ class Config:
         0, "train (and validate) on the first N batches only; loss should go to ~0"
     )
     # logging
-    log_every: int = option(
-        50, "print and log training metrics every N optimizer steps"
-    )
+    log_every: int = option(50, "print and log training metrics every N training steps")
     num_workers: int = option(0, "DataLoader worker processes")
     # model and data (read by model.py / data.py; add your own fields here)
     n_modes: int = option(
@@ -641,7 +639,7 @@ def request_stop(signum, frame) -> None:
 class TrainState:
     """Everything about progress that a checkpoint must restore."""
 
-    step: int = 0  # optimizer steps taken
+    step: int = 0  # training steps taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
@@ -710,7 +708,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     model = raw_model
 
-    # the length of training, in optimizer steps
+    # the length of training, in training steps
     batches_per_epoch = fraction_or_count(
         cfg.limit_train_batches,
         math.ceil(len(train_set) // world.world_size / cfg.batch_size),
@@ -739,7 +737,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
     progress.print(model_summary(raw_model))
     progress.print(
-        f"device {device}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+        f"device {device}; {steps_per_epoch} training steps per epoch, {total_steps} in all"
     )
     progress.print(
         "optimizers: "

@@ -9,6 +9,9 @@
 {% set debug = cookiecutter.debug == "y" %}
 {% set multi_optim = cookiecutter.multi_optim == "y" %}
 {% set distributed = ddp or slurm %}
+{# what --max-steps, --ckpt-every, --log-every ... count: with several optimizers,
+   a training step steps every optimizer due at it #}
+{% set steps = "training steps" if multi_optim else "optimizer steps" %}
 {% macro forward_backward() %}
 {% if amp %}
 with autocast:
@@ -145,7 +148,7 @@ class Config:
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
     max_epochs: int = option({% if multi_optim %}40{% else %}8{% endif %}, "stop after this many epochs")
-    max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
+    max_steps: int = option(-1, "stop after this many {{ steps }} (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs{% if early_stopping %} (early stopping waits){% endif %}")
     # optimization
     batch_size: int = option({% if multi_optim %}512{% else %}256{% endif %}, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
@@ -175,7 +178,7 @@ class Config:
     compile_mode: str = option("default", "torch.compile mode: default | reduce-overhead | max-autotune")
 {% endif %}
     # checkpoints
-    ckpt_every: int = option(500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)")
+    ckpt_every: int = option(500, "also keep a step_N.pt checkpoint every N {{ steps }} (0: off)")
     keep_last: int = option(3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)")
 {% if multi_optim %}
     monitor: str = option("val_mode_tv", "validation metric that picks best.pt{% if early_stopping %} and drives early stopping{% endif %}")
@@ -190,7 +193,7 @@ class Config:
 {% endif %}
     # validation and test
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
-    val_check_interval: float = option(1.0, "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)")
+    val_check_interval: float = option(1.0, "also validate inside an epoch: a fraction of it (<1) or every N {{ steps }} (>1)")
     sanity_val_steps: int = option(2, "validation batches run before training to catch bugs early (0: off)")
     limit_train_batches: float = option(1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch")
     limit_val_batches: float = option(1.0, "fraction (<=1.0) or number (>1) of validation batches")
@@ -202,7 +205,7 @@ class Config:
     on_nonfinite: str = option("skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop")
 {% endif %}
     # logging
-    log_every: int = option(50, "print and log training metrics every N optimizer steps")
+    log_every: int = option(50, "print and log training metrics every N {{ steps }}")
     num_workers: int = option(0, "DataLoader worker processes")
 {% if ddp %}
     dist_timeout_s: int = option(600, "seconds a collective may wait before the job fails (a dead rank)")
@@ -838,7 +841,7 @@ def requeue_slurm_job() -> None:
 class TrainState:
     """Everything about progress that a checkpoint must restore."""
 
-    step: int = 0  # optimizer steps taken
+    step: int = 0  # {{ steps }} taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
@@ -991,7 +994,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = torch.compile(model, mode=cfg.compile_mode)
 {% endif %}
 
-    # the length of training, in optimizer steps
+    # the length of training, in {{ steps }}
     batches_per_epoch = fraction_or_count(cfg.limit_train_batches, math.ceil(len(train_set) // world.world_size / cfg.batch_size))
 {% if accumulate %}
     # the last window of an epoch may be shorter than accumulate_steps
@@ -1027,9 +1030,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if ddp %}
     global_batch = cfg.batch_size * world.world_size{% if accumulate %} * cfg.accumulate_steps{% endif %}
 
-    progress.print(f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all")
+    progress.print(f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all")
 {% else %}
-    progress.print(f"device {device}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all")
+    progress.print(f"device {device}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all")
 {% endif %}
 {% if multi_optim %}
     progress.print("optimizers: " + ", ".join(f"{o.name} every {o.every} step(s), {o.total_steps} steps" for o in optimizers.values()))

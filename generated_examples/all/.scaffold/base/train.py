@@ -82,7 +82,7 @@ class Config:
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
     max_epochs: int = option(40, "stop after this many epochs")
-    max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
+    max_steps: int = option(-1, "stop after this many training steps (-1: no limit)")
     min_epochs: int = option(
         0, "train at least this many epochs (early stopping waits)"
     )
@@ -119,7 +119,7 @@ class Config:
     )
     # checkpoints
     ckpt_every: int = option(
-        500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)"
+        500, "also keep a step_N.pt checkpoint every N training steps (0: off)"
     )
     keep_last: int = option(
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
@@ -138,7 +138,7 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)",
+        "also validate inside an epoch: a fraction of it (<1) or every N training steps (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -163,9 +163,7 @@ class Config:
         "skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop"
     )
     # logging
-    log_every: int = option(
-        50, "print and log training metrics every N optimizer steps"
-    )
+    log_every: int = option(50, "print and log training metrics every N training steps")
     num_workers: int = option(0, "DataLoader worker processes")
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
@@ -867,7 +865,7 @@ def requeue_slurm_job() -> None:
 class TrainState:
     """Everything about progress that a checkpoint must restore."""
 
-    step: int = 0  # optimizer steps taken
+    step: int = 0  # training steps taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor so far
@@ -985,7 +983,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     }
     model = with_parts(raw_model, parts)
 
-    # the length of training, in optimizer steps
+    # the length of training, in training steps
     batches_per_epoch = fraction_or_count(
         cfg.limit_train_batches,
         math.ceil(len(train_set) // world.world_size / cfg.batch_size),
@@ -1017,7 +1015,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     progress.print(model_summary(raw_model))
     global_batch = cfg.batch_size * world.world_size * cfg.accumulate_steps
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} training steps per epoch, {total_steps} in all"
     )
     progress.print(
         "optimizers: "
