@@ -17,7 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Tests that take minutes (the demos' full default runs) are started first:
 # pytest-xdist hands tests out in collection order, and a long one handed out
 # last would run alone at the end.
-LONG_RUNNING = ("test_the_demo_learns",)
+LONG_RUNNING = ("test_the_demo_learns", "test_the_demo_gan")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
