@@ -65,7 +65,7 @@ def _swaps(source: str, names: Iterable[str]) -> list[tuple[str, str]]:
 
     A stand-in must not change how black reads the text: each name must occur
     only as a whole word (never inside a longer identifier, keyword or number
-    such as 1e5), and not be a soft keyword; a whole-word name is then an
+    such as 1e5, nor right after a dot, as in 1.e5), and not be a soft keyword; a whole-word name is then an
     identifier, or inside a string or comment, as its stand-in would be.
     """
     names = sorted(set(names), key=lambda n: (-len(n), n))
