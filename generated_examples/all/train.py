@@ -72,7 +72,8 @@ def option(default, help):
 class Config:
     # run
     run_dir: str = option(
-        "runs/demo", "checkpoints, metrics.csv, config.json, summary.json go here"
+        "runs/demo",
+        "checkpoints, metrics.csv, config.json, summary.json go here",
     )
     resume: str = option(
         "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
@@ -163,7 +164,7 @@ class Config:
         "skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop"
     )
     # logging
-    log_every: int = option(50, "print and log training metrics every N training steps")
+    log_every: int = option(50, "print/log training metrics every N training steps")
     num_workers: int = option(0, "DataLoader worker processes")
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
@@ -1056,17 +1057,14 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         }
         atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
-    def validate(max_batches: int = val_batches) -> dict[str, float]:
+    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
         metrics = evaluate(
-            raw_model,
-            val_loader,
-            max_batches,
-            device,
-            autocast,
-            world,
-            list(optimizers),
+            raw_model, loader, batches, device, autocast, world, list(optimizers)
         )
-        return {f"val_{name}": value for name, value in metrics.items()}
+        return {f"{split}_{name}": value for name, value in metrics.items()}
+
+    def validate(max_batches: int = val_batches) -> dict[str, float]:
+        return eval_split("val", val_loader, max_batches)
 
     def after_validation(metrics: dict[str, float]) -> None:
         """Log, keep best.pt, and count validations without improvement."""
@@ -1157,11 +1155,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                         # into this optimizer's parameters only: the generator's
                         # loss flows through the discriminator, but leaves its grads
                         scalers[o.name].scale(loss).backward(inputs=o.params)
-                        for name, value in metrics.items():
-                            log_sums[name] = (
-                                log_sums.get(name, 0) + value.detach().float()
-                            )
-                            log_counts[name] = log_counts.get(name, 0) + 1
+                        for k, v in metrics.items():
+                            log_sums[k] = log_sums.get(k, 0) + v.detach().float()
+                            log_counts[k] = log_counts.get(k, 0) + 1
 
                 # --- this optimizer's step (natural place for gradient surgery) ---
                 # the schedule on its own step counter, scaled to its own LR
@@ -1341,21 +1337,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     val_metrics = validate()
     test_loader = make_loader(test_set, cfg, world, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = {
-        f"test_{k}": v
-        for k, v in evaluate(
-            raw_model,
-            test_loader,
-            test_batches,
-            device,
-            autocast,
-            world,
-            list(optimizers),
-        ).items()
-    }
+    test_metrics = eval_split("test", test_loader, test_batches)
+    final = {**val_metrics, **test_metrics}
     progress.print(
         "final (best checkpoint) | "
-        + " | ".join(f"{k} {v:.4f}" for k, v in {**val_metrics, **test_metrics}.items())
+        + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
     if writes:
         log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})

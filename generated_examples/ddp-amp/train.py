@@ -60,7 +60,8 @@ def option(default, help):
 class Config:
     # run
     run_dir: str = option(
-        "runs/demo", "checkpoints, metrics.csv, config.json, summary.json go here"
+        "runs/demo",
+        "checkpoints, metrics.csv, config.json, summary.json go here",
     )
     resume: str = option(
         "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
@@ -126,9 +127,7 @@ class Config:
         0, "train (and validate) on the first N batches only; loss should go to ~0"
     )
     # logging
-    log_every: int = option(
-        50, "print and log training metrics every N optimizer steps"
-    )
+    log_every: int = option(50, "print/log training metrics every N optimizer steps")
     num_workers: int = option(0, "DataLoader worker processes")
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
@@ -810,9 +809,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         }
         atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
+    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
+        metrics = evaluate(raw_model, loader, batches, device, autocast, world)
+        return {f"{split}_{name}": value for name, value in metrics.items()}
+
     def validate(max_batches: int = val_batches) -> dict[str, float]:
-        metrics = evaluate(raw_model, val_loader, max_batches, device, autocast, world)
-        return {f"val_{name}": value for name, value in metrics.items()}
+        return eval_split("val", val_loader, max_batches)
 
     def after_validation(metrics: dict[str, float]) -> None:
         """Log, keep best.pt, and count validations without improvement."""
@@ -995,15 +997,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     val_metrics = validate()
     test_loader = make_loader(test_set, cfg, world, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = {
-        f"test_{k}": v
-        for k, v in evaluate(
-            raw_model, test_loader, test_batches, device, autocast, world
-        ).items()
-    }
+    test_metrics = eval_split("test", test_loader, test_batches)
+    final = {**val_metrics, **test_metrics}
     progress.print(
         "final (best checkpoint) | "
-        + " | ".join(f"{k} {v:.4f}" for k, v in {**val_metrics, **test_metrics}.items())
+        + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
     if writes:
         log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})

@@ -65,6 +65,7 @@ def build_optimizers(model: GAN, cfg):
     steps the generator less often than the discriminator, which then stays a
     good judge.
     """
+
     def adam(module: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(
             module.parameters(), lr=cfg.lr, betas=(0.5, 0.999), foreach=True

@@ -46,9 +46,9 @@ scalers[o.name].scale(loss).backward(inputs=o.params)
 {% else %}
 loss.backward(inputs=o.params)
 {% endif %}
-for name, value in metrics.items():
-    log_sums[name] = log_sums.get(name, 0) + value.detach().float()
-    log_counts[name] = log_counts.get(name, 0) + 1
+for k, v in metrics.items():
+    log_sums[k] = log_sums.get(k, 0) + v.detach().float()
+    log_counts[k] = log_counts.get(k, 0) + 1
 {% endmacro %}
 """Train {{ cookiecutter.project_name }}: an explicit PyTorch training loop you own.
 
@@ -120,6 +120,7 @@ from pathlib import Path
 import torch
 {% if ddp %}
 import torch.distributed as dist
+
 # Imported before init_process_group on purpose: its functions' default arguments
 # hold the process group that exists at import time, and DDP imports it later
 # otherwise. A group held there outlives destroy_process_group(), and gloo's
@@ -141,78 +142,160 @@ def option(default, help):
 @dataclass
 class Config:
     # run
-    run_dir: str = option("runs/{{ cookiecutter.project_slug }}", "checkpoints, metrics.csv, config.json, summary.json go here")
-    resume: str = option("", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir")
+    run_dir: str = option(
+        "runs/{{ cookiecutter.project_slug }}",
+        "checkpoints, metrics.csv, config.json, summary.json go here",
+    )
+    resume: str = option(
+        "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
+    )
     seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     # length of training: whichever limit comes first ends it
     max_epochs: int = option({% if multi_optim %}40{% else %}8{% endif %}, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many {{ steps }} (-1: no limit)")
-    min_epochs: int = option(0, "train at least this many epochs{% if early_stopping %} (early stopping waits){% endif %}")
+{% if early_stopping %}
+    min_epochs: int = option(
+        0, "train at least this many epochs (early stopping waits)"
+    )
+{% else %}
+    min_epochs: int = option(0, "train at least this many epochs")
+{% endif %}
     # optimization
-    batch_size: int = option({% if multi_optim %}512{% else %}256{% endif %}, "samples per optimizer micro-step{% if ddp %} *per process*: the global batch is batch_size x world size{% endif %}{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}")
+{% if ddp %}
+    batch_size: int = option(
+        {{ 512 if multi_optim else 256 }},
+        "samples per optimizer micro-step *per process*: the global batch is batch_size x world size{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}",
+    )
+{% elif accumulate %}
+    batch_size: int = option(
+        {{ 512 if multi_optim else 256 }}, "samples per optimizer micro-step (x accumulate_steps per optimizer step)"
+    )
+{% else %}
+    batch_size: int = option({{ 512 if multi_optim else 256 }}, "samples per optimizer micro-step")
+{% endif %}
 {% if multi_optim %}
-    lr: float = option(1e-3, "peak learning rate; an optimizer built with another one follows the schedule scaled")
-    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay (scaled likewise)")
+    lr: float = option(
+        1e-3,
+        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+    )
+    min_lr: float = option(
+        1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
+    )
 {% else %}
     lr: float = option(3e-3, "peak learning rate (AdamW)")
     min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
 {% endif %}
-    schedule: str = option("cosine", "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)")
+    schedule: str = option(
+        "cosine",
+        "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)",
+    )
     warmup_steps: int = option(100, "optimizer steps of linear warmup")
 {% if not multi_optim %}
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
 {% endif %}
 {% if accumulate %}
-    accumulate_steps: int = option(2, "micro-batches per optimizer step (gradient accumulation)")
+    accumulate_steps: int = option(
+        2, "micro-batches per optimizer step (gradient accumulation)"
+    )
 {% endif %}
 {% if clip %}
     clip_norm: float = option(1.0, "clip the global gradient norm to this (0: off)")
-    clip_value: float = option(0.0, "clip each gradient element to +-this instead of by norm (0: off)")
+    clip_value: float = option(
+        0.0, "clip each gradient element to +-this instead of by norm (0: off)"
+    )
 {% endif %}
 {% if amp %}
-    amp_dtype: str = option("auto", "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off")
+    amp_dtype: str = option(
+        "auto",
+        "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off",
+    )
 {% endif %}
 {% if compile %}
-    compile_mode: str = option("default", "torch.compile mode: default | reduce-overhead | max-autotune")
+    compile_mode: str = option(
+        "default", "torch.compile mode: default | reduce-overhead | max-autotune"
+    )
 {% endif %}
     # checkpoints
-    ckpt_every: int = option(500, "also keep a step_N.pt checkpoint every N {{ steps }} (0: off)")
-    keep_last: int = option(3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)")
+    ckpt_every: int = option(
+        500, "also keep a step_N.pt checkpoint every N {{ steps }} (0: off)"
+    )
+    keep_last: int = option(
+        3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
+    )
 {% if multi_optim %}
-    monitor: str = option("val_mode_tv", "validation metric that picks best.pt{% if early_stopping %} and drives early stopping{% endif %}")
-    monitor_mode: str = option("min", "max | min: which direction of the monitored metric is better")
+{% if early_stopping %}
+    monitor: str = option(
+        "val_mode_tv", "validation metric that picks best.pt and drives early stopping"
+    )
 {% else %}
-    monitor: str = option("val_acc", "validation metric that picks best.pt{% if early_stopping %} and drives early stopping{% endif %}")
-    monitor_mode: str = option("max", "max | min: which direction of the monitored metric is better")
+    monitor: str = option("val_mode_tv", "validation metric that picks best.pt")
+{% endif %}
+    monitor_mode: str = option(
+        "min", "max | min: which direction of the monitored metric is better"
+    )
+{% else %}
+{% if early_stopping %}
+    monitor: str = option(
+        "val_acc", "validation metric that picks best.pt and drives early stopping"
+    )
+{% else %}
+    monitor: str = option("val_acc", "validation metric that picks best.pt")
+{% endif %}
+    monitor_mode: str = option(
+        "max", "max | min: which direction of the monitored metric is better"
+    )
 {% endif %}
 {% if early_stopping %}
     patience: int = option(3, "validations without improvement before stopping")
-    min_delta: float = option(0.0, "smallest change of the monitored metric that counts as improvement")
+    min_delta: float = option(
+        0.0, "smallest change of the monitored metric that counts as improvement"
+    )
 {% endif %}
     # validation and test
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
-    val_check_interval: float = option(1.0, "also validate inside an epoch: a fraction of it (<1) or every N {{ steps }} (>1)")
-    sanity_val_steps: int = option(2, "validation batches run before training to catch bugs early (0: off)")
-    limit_train_batches: float = option(1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch")
-    limit_val_batches: float = option(1.0, "fraction (<=1.0) or number (>1) of validation batches")
-    limit_test_batches: float = option(1.0, "fraction (<=1.0) or number (>1) of test batches")
+    val_check_interval: float = option(
+        1.0,
+        "also validate inside an epoch: a fraction of it (<1) or every N {{ steps }} (>1)",
+    )
+    sanity_val_steps: int = option(
+        2, "validation batches run before training to catch bugs early (0: off)"
+    )
+    limit_train_batches: float = option(
+        1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch"
+    )
+    limit_val_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of validation batches"
+    )
+    limit_test_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of test batches"
+    )
     # debugging
-    fast_dev_run: bool = option(False, "run 2 train, val and test batches; write nothing")
-    overfit_batches: int = option(0, "train (and validate) on the first N batches only; loss should go to ~0")
+    fast_dev_run: bool = option(
+        False, "run 2 train, val and test batches; write nothing"
+    )
+    overfit_batches: int = option(
+        0, "train (and validate) on the first N batches only; loss should go to ~0"
+    )
 {% if debug %}
-    on_nonfinite: str = option("skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop")
+    on_nonfinite: str = option(
+        "skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop"
+    )
 {% endif %}
     # logging
-    log_every: int = option(50, "print and log training metrics every N {{ steps }}")
+    log_every: int = option(50, "print/log training metrics every N {{ steps }}")
     num_workers: int = option(0, "DataLoader worker processes")
 {% if ddp %}
-    dist_timeout_s: int = option(600, "seconds a collective may wait before the job fails (a dead rank)")
+    dist_timeout_s: int = option(
+        600, "seconds a collective may wait before the job fails (a dead rank)"
+    )
 {% endif %}
     # model and data (read by model.py / data.py; add your own fields here)
 {% if multi_optim %}
-    n_modes: int = option(8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2")
+    n_modes: int = option(
+        8, "Gaussians of the target mixture, evenly spaced on a ring of radius 2"
+    )
     mode_std: float = option(0.05, "standard deviation of each Gaussian")
     n_train: int = option(65536, "training points")
     n_val: int = option(4096, "validation points")
@@ -220,7 +303,10 @@ class Config:
     data_seed: int = option(0, "seed of the data generator (fixed data across runs)")
     latent_dim: int = option(8, "size of the generator's input noise")
     hidden: int = option(128, "width of the hidden layers of both networks")
-    g_every: int = option(1, "step the generator on every N-th training step (the discriminator: every step)")
+    g_every: int = option(
+        1,
+        "step the generator on every N-th training step (the discriminator: every step)",
+    )
 {% else %}
     n_digits: int = option(3, "digits per operand of the addition task")
     n_train: int = option(40000, "training problems")
@@ -246,10 +332,20 @@ def parse_config(argv=None) -> Config:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=f.metadata["help"],
+            )
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"] + " (default: %(default)s)")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                help=f.metadata["help"] + " (default: %(default)s)",
+            )
     cfg = Config(**vars(parser.parse_args(argv)))
     problems = []
     if cfg.max_epochs < 1:
@@ -259,15 +355,30 @@ def parse_config(argv=None) -> Config:
     for name in ("batch_size", "log_every", "val_every_epochs"):
         if getattr(cfg, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("min_epochs", "warmup_steps", "ckpt_every", "keep_last", "sanity_val_steps", "overfit_batches", "num_workers"):
+    for name in (
+        "min_epochs",
+        "warmup_steps",
+        "ckpt_every",
+        "keep_last",
+        "sanity_val_steps",
+        "overfit_batches",
+        "num_workers",
+    ):
         if getattr(cfg, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
+    for name in (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "val_check_interval",
+    ):
         if getattr(cfg, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be > 0")
 {% if multi_optim %}
     if cfg.lr <= 0:
-        problems.append("--lr must be > 0 (each optimizer's schedule is scaled by its own LR / lr)")
+        problems.append(
+            "--lr must be > 0 (each optimizer's schedule is scaled by its own LR / lr)"
+        )
 {% endif %}
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
@@ -283,7 +394,9 @@ def parse_config(argv=None) -> Config:
 {% endif %}
 {% if amp %}
     if cfg.amp_dtype not in ("auto", "bf16", "fp16", "off"):
-        problems.append(f"--amp-dtype must be auto, bf16, fp16 or off, not {cfg.amp_dtype!r}")
+        problems.append(
+            f"--amp-dtype must be auto, bf16, fp16 or off, not {cfg.amp_dtype!r}"
+        )
 {% endif %}
 {% if early_stopping %}
     if cfg.patience < 1:
@@ -291,7 +404,9 @@ def parse_config(argv=None) -> Config:
 {% endif %}
 {% if debug %}
     if cfg.on_nonfinite not in ("skip", "stop"):
-        problems.append(f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}")
+        problems.append(
+            f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}"
+        )
 {% endif %}
     if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
         problems.append(f"--resume {cfg.resume}: no such checkpoint file")
@@ -328,7 +443,11 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
         env["RANK"], env["LOCAL_RANK"] = env["SLURM_PROCID"], env["SLURM_LOCALID"]
         env["WORLD_SIZE"] = env["SLURM_NTASKS"]
 {% endif %}
-    world = Dist(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+    world = Dist(
+        int(env.get("RANK", 0)),
+        int(env.get("LOCAL_RANK", 0)),
+        int(env.get("WORLD_SIZE", 1)),
+    )
     device = pick_device(cfg.device, world.local_rank)
     if world.world_size > 1:
         if device.type == "cuda":
@@ -363,10 +482,14 @@ def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype 
         return torch.bfloat16 if choice == "bf16" else torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and "amx_bf16" in Path("/proc/cpuinfo").read_text(errors="ignore"):
+    if device.type == "cpu" and "amx_bf16" in Path("/proc/cpuinfo").read_text(
+        errors="ignore"
+    ):
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
-    say("amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)")
+    say(
+        "amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)"
+    )
     return None
 
 
@@ -405,7 +528,15 @@ class ShardSampler(Sampler):
     sample exactly once; ranks may get one sample more or less).
     """
 
-    def __init__(self, n: int, world: Dist, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0):
+    def __init__(
+        self,
+        n: int,
+        world: Dist,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        skip: int = 0,
+    ):
         if shuffle:
             generator = torch.Generator().manual_seed(seed + epoch)
             order = torch.randperm(n, generator=generator)[: n - n % world.world_size]
@@ -420,8 +551,17 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def make_loader(dataset: Dataset, cfg: Config, world: Dist, shuffle: bool, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
-    sampler = ShardSampler(len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size)
+def make_loader(
+    dataset: Dataset,
+    cfg: Config,
+    world: Dist,
+    shuffle: bool,
+    epoch: int = 0,
+    skip_batches: int = 0,
+) -> DataLoader:
+    sampler = ShardSampler(
+        len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
+    )
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -479,13 +619,19 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
     for name, optimizer, every in optimizers:
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
-            raise ValueError(f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once")
+            raise ValueError(
+                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+            )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if held != {id(p) for p in params} or held & seen:
-            raise ValueError(f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer")
+            raise ValueError(
+                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+            )
         if every < 1:
-            raise ValueError(f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1")
+            raise ValueError(
+                f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1"
+            )
         for group in optimizer.param_groups:
             # the LR it was built with: the peak of its schedule (saved in its state)
             group.setdefault("initial_lr", group["lr"])
@@ -495,7 +641,9 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
 
 
 {% if ddp or compile %}
-def with_parts(model: torch.nn.Module, parts: dict[str, torch.nn.Module]) -> torch.nn.Module:
+def with_parts(
+    model: torch.nn.Module, parts: dict[str, torch.nn.Module]
+) -> torch.nn.Module:
     """A shallow copy of `model` in which the sub-models `parts` replace its own.
 
     It shares every parameter and buffer with `model`, so training it trains
@@ -529,7 +677,10 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     """AdamW that decays matrices only: decaying biases and norm gains only hurts."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {
+            "params": [p for p in params if p.dim() >= 2],
+            "weight_decay": cfg.weight_decay,
+        },
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     # foreach=True: the multi-tensor kernels on every device (the default uses
@@ -549,7 +700,9 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (
+        1 + math.cos(math.pi * min(1.0, progress))
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -570,7 +723,11 @@ def load_checkpoint(path: Path) -> dict:
 def find_resumable(run_dir: Path) -> Path | None:
     """The newest checkpoint in run_dir that loads; truncated files are skipped."""
     ckpt_dir = run_dir / "checkpoints"
-    candidates = [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"] if ckpt_dir.is_dir() else []
+    candidates = (
+        [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
+        if ckpt_dir.is_dir()
+        else []
+    )
     best_step, newest = -1, None
     for path in candidates:
         try:
@@ -625,7 +782,9 @@ class CsvLog:
         self.rows: list[dict] = []
         if path.exists() and resume_step is not None:
             with path.open(newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                self.rows = [
+                    r for r in csv.DictReader(f) if int(r["step"]) <= resume_step
+                ]
         self.fields = ["step", "epoch", "split"]
         for row in self.rows:
             self.fields += [k for k in row if k not in self.fields]
@@ -653,11 +812,24 @@ class CsvLog:
 def format_duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    return (
+        f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    )
 
 
 # peak dense bf16/fp16 FLOP/s, for the MFU estimate on known GPUs
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12, "V100": 125e12, "T4": 65e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+    "L4": 121e12,
+    "V100": 125e12,
+    "T4": 65e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
 
 
 def gpu_peak_flops(device: torch.device) -> float | None:
@@ -677,7 +849,11 @@ class Progress:
 
     def update(self, text: str) -> None:
         if self.enabled:
-            print(f"\r\033[K{text}" if self.tty else text, end="" if self.tty else "\n", flush=True)
+            print(
+                f"\r\033[K{text}" if self.tty else text,
+                end="" if self.tty else "\n",
+                flush=True,
+            )
             self.open = self.tty
 
     def print(self, text: str) -> None:
@@ -703,17 +879,37 @@ def snapshot_code(run_dir: Path) -> str:
     """Save the git commit and uncommitted diff of this project; say what was saved."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "diff", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "code snapshot: not a git work tree (or no commit yet); nothing saved"
     (run_dir / "git_commit.txt").write_text(commit + "\n")
     (run_dir / "git_diff.patch").write_text(diff)
-    return f"code snapshot: commit {commit[:12]}" + (" + uncommitted changes" if diff else "")
+    return f"code snapshot: commit {commit[:12]}" + (
+        " + uncommitted changes" if diff else ""
+    )
 
 
 {% if debug %}
-def print_module_shapes(model: torch.nn.Module, batch{% if multi_optim %}, optimizer_names: list[str]{% endif %}) -> None:
+{% if multi_optim %}
+def print_module_shapes(
+    model: torch.nn.Module, batch, optimizer_names: list[str]
+) -> None:
+{% else %}
+def print_module_shapes(model: torch.nn.Module, batch) -> None:
+{% endif %}
     """Input and output shapes of every module for one batch (forward hooks)."""
 
     def shapes(value):
@@ -724,9 +920,14 @@ def print_module_shapes(model: torch.nn.Module, batch{% if multi_optim %}, optim
         return type(value).__name__
 
     def hook(module, inputs, output, name=""):
-        print(f"  {name or '(model)':<40} {type(module).__name__:<24} in={shapes(list(inputs))} out={shapes(output)}")
+        print(
+            f"  {name or '(model)':<40} {type(module).__name__:<24} in={shapes(list(inputs))} out={shapes(output)}"
+        )
 
-    handles = [m.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n)) for name, m in model.named_modules()]
+    handles = [
+        m.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n))
+        for name, m in model.named_modules()
+    ]
     print("module shapes for one batch:")
     with torch.no_grad():
 {% if multi_optim %}
@@ -741,12 +942,20 @@ def print_module_shapes(model: torch.nn.Module, batch{% if multi_optim %}, optim
 
 def layer_grad_norms(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Gradient norm of each parameter (on the device; read only when logged)."""
-    return {name: p.grad.detach().norm() for name, p in model.named_parameters() if p.grad is not None}
+    return {
+        name: p.grad.detach().norm()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
 
 
 def nonfinite_grads(model: torch.nn.Module) -> list[str]:
     """Names of parameters whose gradient holds NaN or inf."""
-    return [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
 
 
 {% endif %}
@@ -755,7 +964,27 @@ def nonfinite_grads(model: torch.nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device{% if amp %}, autocast{% endif %}{% if ddp %}, world: Dist{% endif %}{% if multi_optim %}, optimizer_names: list[str]{% endif %}) -> dict[str, float]:
+{% if amp or ddp or multi_optim %}
+def evaluate(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    max_batches: int,
+    device: torch.device,
+{% if amp %}
+    autocast,
+{% endif %}
+{% if ddp %}
+    world: Dist,
+{% endif %}
+{% if multi_optim %}
+    optimizer_names: list[str],
+{% endif %}
+) -> dict[str, float]:
+{% else %}
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device
+) -> dict[str, float]:
+{% endif %}
     """Mean of each metric over the samples seen (by all ranks), in eval mode.
 
     Metrics are summed as value x batch size with the sample count, then divided:
@@ -819,18 +1048,26 @@ def request_requeue(signum, frame) -> None:
 def requeue_slurm_job() -> None:
     """Put this job back in SLURM's queue; it will resume from the checkpoint."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    job = (
+        f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        if array_job
+        else os.environ["SLURM_JOB_ID"]
+    )
     try:
         returncode = subprocess.run(["scontrol", "requeue", job]).returncode
     except FileNotFoundError:
-        print("requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)")
+        print(
+            "requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)"
+        )
         return
     # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
     # scontrol itself before it exits
     if returncode in (0, -signal.SIGTERM):
         print(f"requeue: job {job} requeued; it will resume from the checkpoint")
     else:
-        print(f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself")
+        print(
+            f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself"
+        )
 
 
 {% endif %}
@@ -881,7 +1118,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     signal.signal(signal.SIGUSR1, request_requeue)
     if "SLURM_JOB_ID" in os.environ:
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        progress.print(f"slurm: job {os.environ['SLURM_JOB_ID']}, restart count {restarts}")
+        progress.print(
+            f"slurm: job {os.environ['SLURM_JOB_ID']}, restart count {restarts}"
+        )
 {% endif %}
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -899,13 +1138,20 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     optimizer = build_optimizer(raw_model, cfg)
 {% endif %}
 {% if amp %}
-    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)  # says it on rank 0 only
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    amp_dtype = pick_amp_dtype(
+        cfg.amp_dtype, device, say=progress.print
+    )  # says it on rank 0 only
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    )
     # Loss scaling keeps small fp16 gradients from underflowing; bf16 needs none.
 {% if multi_optim %}
     # One scaler per optimizer: an overflow in one sub-model's gradients skips
     # that optimizer's step and lowers its scale only.
-    scalers = {name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16) for name in optimizers}
+    scalers = {
+        name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        for name in optimizers
+    }
 {% else %}
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 {% endif %}
@@ -930,7 +1176,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% else %}
     state = TrainState()
 {% endif %}
-    resume_path = find_resumable(run_dir) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
+    resume_path = (
+        find_resumable(run_dir)
+        if cfg.resume == "auto"
+        else (Path(cfg.resume) if cfg.resume else None)
+    )
     checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])
@@ -951,8 +1201,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         if len(checkpoint["rng"]) == world.world_size:
             set_rng_state(checkpoint["rng"][world.rank])
         else:
-            progress.print(f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh")
-        progress.print(f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
+            progress.print(
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+            )
+        progress.print(
+            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+        )
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
 
@@ -968,12 +1222,19 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     # sub-model trains, syncing_only() switches the others' DDP off (no_sync).
     ddp_parts = {}
     if world.world_size > 1:
-        ddp_parts = {name: DDP(part, device_ids=[device.index] if device.type == "cuda" else None) for name, part in parts.items()}
+        ddp_parts = {
+            name: DDP(
+                part, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            for name, part in parts.items()
+        }
         parts = dict(ddp_parts)
 {% endif %}
 {% if compile %}
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
-    parts = {name: torch.compile(part, mode=cfg.compile_mode) for name, part in parts.items()}
+    parts = {
+        name: torch.compile(part, mode=cfg.compile_mode) for name, part in parts.items()
+    }
 {% endif %}
     model = with_parts(raw_model, parts)
 {% elif multi_optim %}
@@ -981,7 +1242,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% elif ddp %}
     model = raw_model
     if world.world_size > 1:
-        model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DDP(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 {% if accumulate %}
     ddp_model = model  # for no_sync(){% if compile %}, which the compiled wrapper hides{% endif %}
 
@@ -995,7 +1258,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
 
     # the length of training, in {{ steps }}
-    batches_per_epoch = fraction_or_count(cfg.limit_train_batches, math.ceil(len(train_set) // world.world_size / cfg.batch_size))
+    batches_per_epoch = fraction_or_count(
+        cfg.limit_train_batches,
+        math.ceil(len(train_set) // world.world_size / cfg.batch_size),
+    )
 {% if accumulate %}
     # the last window of an epoch may be shorter than accumulate_steps
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate_steps)
@@ -1020,7 +1286,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     if writes:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        (run_dir / "config.json").write_text(
+            json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+        )
         progress.print(snapshot_code(run_dir))
         csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
 {% if tensorboard %}
@@ -1030,12 +1298,22 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if ddp %}
     global_batch = cfg.batch_size * world.world_size{% if accumulate %} * cfg.accumulate_steps{% endif %}
 
-    progress.print(f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all")
+    progress.print(
+        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+    )
 {% else %}
-    progress.print(f"device {device}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all")
+    progress.print(
+        f"device {device}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+    )
 {% endif %}
 {% if multi_optim %}
-    progress.print("optimizers: " + ", ".join(f"{o.name} every {o.every} step(s), {o.total_steps} steps" for o in optimizers.values()))
+    progress.print(
+        "optimizers: "
+        + ", ".join(
+            f"{o.name} every {o.every} step(s), {o.total_steps} steps"
+            for o in optimizers.values()
+        )
+    )
 {% endif %}
 
     def log(row: dict) -> None:
@@ -1062,7 +1340,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             "model": raw_model.state_dict(),
 {% if multi_optim %}
             # each optimizer's step counter (its schedule's position) is in train_state
-            "optimizers": {o.name: o.optimizer.state_dict() for o in optimizers.values()},
+            "optimizers": {
+                o.name: o.optimizer.state_dict() for o in optimizers.values()
+            },
 {% if amp %}
             "scalers": {key: scaler.state_dict() for key, scaler in scalers.items()},
 {% endif %}
@@ -1080,16 +1360,30 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         }
         atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
+    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
+{% if amp and multi_optim %}
+        metrics = evaluate(
+            raw_model, loader, batches, device, autocast{% if ddp %}, world{% endif %}, list(optimizers)
+        )
+{% else %}
+        metrics = evaluate(raw_model, loader, batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %})
+{% endif %}
+        return {f"{split}_{name}": value for name, value in metrics.items()}
+
     def validate(max_batches: int = val_batches) -> dict[str, float]:
-        metrics = evaluate(raw_model, val_loader, max_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %})
-        return {f"val_{name}": value for name, value in metrics.items()}
+        return eval_split("val", val_loader, max_batches)
 
     def after_validation(metrics: dict[str, float]) -> None:
         """Log, keep best.pt, and count validations without improvement."""
-        progress.print(f"step {state.step} | validation | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        progress.print(
+            f"step {state.step} | validation | "
+            + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
         log({"step": state.step, "epoch": state.epoch, "split": "val", **metrics})
         if cfg.monitor not in metrics:
-            raise KeyError(f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}")
+            raise KeyError(
+                f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}"
+            )
         value = metrics[cfg.monitor]
         sign = 1 if cfg.monitor_mode == "max" else -1
 {% if early_stopping %}
@@ -1106,7 +1400,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         # Catches evaluation bugs before hours of training. Evaluation draws no
         # random numbers, so the training RNG stream is untouched.
         sanity = validate(cfg.sanity_val_steps)
-        progress.print("sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items()))
+        progress.print(
+            "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
+        )
 
     model.train()
     peak_flops = gpu_peak_flops(device)
@@ -1127,7 +1423,14 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     stopping = state.step >= total_steps
     while not stopping and state.epoch < cfg.max_epochs:
         epoch = state.epoch
-        loader = make_loader(train_set, cfg, world, shuffle=not cfg.overfit_batches, epoch=epoch, skip_batches=state.batch_in_epoch)
+        loader = make_loader(
+            train_set,
+            cfg,
+            world,
+            shuffle=not cfg.overfit_batches,
+            epoch=epoch,
+            skip_batches=state.batch_in_epoch,
+        )
         for i, batch in enumerate(loader, start=state.batch_in_epoch):
             if i >= batches_per_epoch:
                 break
@@ -1148,7 +1451,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             state.batch_in_epoch = i + 1
 {% if accumulate %}
             # the last window of an epoch may be shorter than accumulate_steps
-            if len(window) < cfg.accumulate_steps and state.batch_in_epoch < batches_per_epoch:
+            if (
+                len(window) < cfg.accumulate_steps
+                and state.batch_in_epoch < batches_per_epoch
+            ):
                 continue
 {% endif %}
 
@@ -1193,9 +1499,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 # only this optimizer's parameters have gradients now
                 bad = nonfinite_grads(raw_model)
                 if bad:
-                    progress.print(f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}")
+                    progress.print(
+                        f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}"
+                    )
                     if cfg.on_nonfinite == "stop":
-                        raise FloatingPointError(f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)")
+                        raise FloatingPointError(
+                            f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                        )
                     # no gradients at all: the step leaves every parameter as it is
                     o.optimizer.zero_grad(set_to_none=True)
                 if (state.step + 1) % cfg.log_every == 0:
@@ -1210,7 +1520,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     for grad in grads:
                         grad.clamp_(-cfg.clip_value, cfg.clip_value)
                 else:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+                    )
                 key = f"grad_norm_{o.name}"
                 log_sums[key] = log_sums.get(key, 0) + grad_norm.detach().float()
                 log_counts[key] = log_counts.get(key, 0) + 1
@@ -1231,7 +1543,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             if i % cfg.accumulate_steps == 0:
                 # the last window of an epoch may be shorter than accumulate_steps
                 window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
-            last_of_window = (i + 1) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
+            last_of_window = (
+                i + 1
+            ) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
 {% endif %}
 {% if ddp and accumulate %}
             # Gradients are all-reduced only on the last micro-batch of a window:
@@ -1270,9 +1584,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             bad = nonfinite_grads(raw_model)
 {% endif %}
             if bad:
-                progress.print(f"step {state.step}: non-finite gradients in {', '.join(bad)}")
+                progress.print(
+                    f"step {state.step}: non-finite gradients in {', '.join(bad)}"
+                )
                 if cfg.on_nonfinite == "stop":
-                    raise FloatingPointError(f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)")
+                    raise FloatingPointError(
+                        f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                    )
                 # no gradients at all: the step below leaves every parameter as it is
                 optimizer.zero_grad(set_to_none=True)
             if (state.step + 1) % cfg.log_every == 0:
@@ -1288,8 +1606,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 for grad in grads:
                     grad.clamp_(-cfg.clip_value, cfg.clip_value)
             else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-            log_sums["grad_norm"] = log_sums.get("grad_norm", 0) + grad_norm.detach().float()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    raw_model.parameters(),
+                    cfg.clip_norm if cfg.clip_norm > 0 else math.inf,
+                )
+            log_sums["grad_norm"] = (
+                log_sums.get("grad_norm", 0) + grad_norm.detach().float()
+            )
 {% endif %}
 {% if amp %}
             scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
@@ -1308,7 +1631,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 names = sorted(log_sums)
 {% if multi_optim %}
                 # (empty when no optimizer was due since the last log)
-                totals = torch.stack([log_sums[k] for k in names]) if names else torch.zeros(0, device=device)
+                totals = (
+                    torch.stack([log_sums[k] for k in names])
+                    if names
+                    else torch.zeros(0, device=device)
+                )
 {% else %}
                 totals = torch.stack([log_sums[k] for k in names])
 {% endif %}
@@ -1322,31 +1649,54 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
 {% else %}
                 per = {"grad_norm": log_steps}
-                means = {k: v / per.get(k, log_batches) for k, v in zip(names, totals.tolist())}
+                means = {
+                    k: v / per.get(k, log_batches)
+                    for k, v in zip(names, totals.tolist())
+                }
 {% endif %}
 {% if amp and clip %}
                 # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
                 # lowers the scale (its job, no reason to stop), so while it is on
                 # only the other metrics must be finite
 {% if multi_optim %}
-                checked = {k: v for k, v in means.items() if not k.startswith("grad_norm") or amp_dtype != torch.float16}
+                checked = {
+                    k: v
+                    for k, v in means.items()
+                    if not k.startswith("grad_norm") or amp_dtype != torch.float16
+                }
 {% else %}
-                checked = {k: v for k, v in means.items() if k != "grad_norm" or not scaler.is_enabled()}
+                checked = {
+                    k: v
+                    for k, v in means.items()
+                    if k != "grad_norm" or not scaler.is_enabled()
+                }
 {% endif %}
                 if not all(math.isfinite(v) for v in checked.values()):
 {% else %}
                 if not all(math.isfinite(v) for v in means.values()):
 {% endif %}
                     # every rank sees the same reduced values, so all stop together
-                    raise FloatingPointError(f"non-finite training metrics at step {state.step}: {means}")
+                    raise FloatingPointError(
+                        f"non-finite training metrics at step {state.step}: {means}"
+                    )
                 elapsed = time.perf_counter() - log_t0
                 samples_per_s = log_samples * world.world_size / elapsed
+                row = {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "split": "train",
+                    **means,
 {% if multi_optim %}
-                row = {"step": state.step, "epoch": epoch, "split": "train", **means, **{f"lr_{k}": v for k, v in lrs.items()}, "samples_per_s": samples_per_s}
+                    **{f"lr_{k}": v for k, v in lrs.items()},
 {% else %}
-                row = {"step": state.step, "epoch": epoch, "split": "train", **means, "lr": lr, "samples_per_s": samples_per_s}
+                    "lr": lr,
 {% endif %}
-                fields = [f"step {state.step}/{total_steps}", f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%"]
+                    "samples_per_s": samples_per_s,
+                }
+                fields = [
+                    f"step {state.step}/{total_steps}",
+                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
 {% if multi_optim %}
                 fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
@@ -1358,7 +1708,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
-                    mfu = flops_per_sample() * samples_per_s / world.world_size / peak_flops
+                    mfu = (
+                        flops_per_sample()
+                        * samples_per_s
+                        / world.world_size
+                        / peak_flops
+                    )
                     fields.append(f"mfu {100 * mfu:.1f}%")
                     row["mfu"] = mfu
                 if device.type == "cuda":
@@ -1366,13 +1721,21 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
                     torch.cuda.reset_peak_memory_stats(device)
                 done = state.step - start_step
-                eta = (time.perf_counter() - t_start) / done * (total_steps - state.step)
-                fields += [f"elapsed {format_duration(time.perf_counter() - t_start)}", f"eta {format_duration(eta)}"]
+                eta = (
+                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
+                )
+                fields += [
+                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"eta {format_duration(eta)}",
+                ]
                 progress.update(" | ".join(fields))
 {% if debug %}
                 if state.step % cfg.log_every == 0:
                     norms = {name: norm.item() for name, norm in layer_norms.items()}
-                    progress.print("grad norms: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items()))
+                    progress.print(
+                        "grad norms: "
+                        + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
+                    )
                     row.update({f"grad_norm/{k}": v for k, v in norms.items()})
 {% endif %}
                 log(row)
@@ -1381,7 +1744,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 log_counts.clear()
                 log_t0, log_samples = time.perf_counter(), 0
 {% else %}
-                log_t0, log_samples, log_batches, log_steps = time.perf_counter(), 0, 0, 0
+                log_t0, log_samples, log_batches, log_steps = (
+                    time.perf_counter(),
+                    0,
+                    0,
+                    0,
+                )
 {% endif %}
 
             # --- validation inside the epoch, checkpoints, stop requests ---
@@ -1405,14 +1773,18 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 stop, requeue = flags
 {% endif %}
                 save("last")
-                progress.print(f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}")
+                progress.print(
+                    f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"
+                )
 {% if slurm %}
                 if requeue:
                     if world.is_main:
                         requeue_slurm_job()
                     return 0
 {% endif %}
-                progress.print(f"resume with: python train.py --resume auto --run-dir {run_dir}")
+                progress.print(
+                    f"resume with: python train.py --resume auto --run-dir {run_dir}"
+                )
                 return 130
             if stopping:
                 break
@@ -1424,7 +1796,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             after_validation(validate())
 {% if early_stopping %}
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
-                progress.print(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} validations")
+                progress.print(
+                    f"early stopping: {cfg.monitor} did not improve for {cfg.patience} validations"
+                )
                 stopping = True
 {% endif %}
         save("last")
@@ -1440,11 +1814,21 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     val_metrics = validate()
     test_loader = make_loader(test_set, cfg, world, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = {f"test_{k}": v for k, v in evaluate(raw_model, test_loader, test_batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %}).items()}
-    progress.print("final (best checkpoint) | " + " | ".join(f"{k} {v:.4f}" for k, v in {**val_metrics, **test_metrics}.items()))
+    test_metrics = eval_split("test", test_loader, test_batches)
+    final = {**val_metrics, **test_metrics}
+    progress.print(
+        "final (best checkpoint) | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
+    )
     if writes:
         log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})
-        summary = {"step": state.step, "epoch": state.epoch, "best": state.best, **val_metrics, **test_metrics}
+        summary = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "best": state.best,
+            **val_metrics,
+            **test_metrics,
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 {% if tensorboard %}
         if tb is not None:
@@ -1459,7 +1843,9 @@ def open_tensorboard(log_dir: Path, purge_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        print(f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only")
+        print(
+            f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only"
+        )
         return None
     # purge_step drops events a crashed run logged after its last checkpoint
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)

@@ -18,22 +18,66 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 # a model and data set small enough for a test; any option of train.py works here
 {% if cookiecutter.multi_optim == "y" %}
-SMALL = ["--n-train", "384", "--n-val", "64", "--n-test", "64", "--hidden", "16",
-         "--g-every", "2", "--batch-size", "32", "--max-epochs", "2",
-         "--warmup-steps", "2", "--log-every", "4", "--sanity-val-steps", "0",
-         "--ckpt-every", "0"]
+SMALL = [
+    "--n-train",
+    "384",
+    "--n-val",
+    "64",
+    "--n-test",
+    "64",
+    "--hidden",
+    "16",
+    "--g-every",
+    "2",
+    "--batch-size",
+    "32",
+    "--max-epochs",
+    "2",
+    "--warmup-steps",
+    "2",
+    "--log-every",
+    "4",
+    "--sanity-val-steps",
+    "0",
+    "--ckpt-every",
+    "0",
+]
 {% else %}
-SMALL = ["--n-train", "384", "--n-val", "64", "--n-test", "64", "--d-model", "32",
-         "--n-layers", "1", "--n-heads", "2", "--batch-size", "32", "--max-epochs", "2",
-         "--warmup-steps", "2", "--log-every", "4", "--sanity-val-steps", "0",
-         "--ckpt-every", "0"]
+SMALL = [
+    "--n-train",
+    "384",
+    "--n-val",
+    "64",
+    "--n-test",
+    "64",
+    "--d-model",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--batch-size",
+    "32",
+    "--max-epochs",
+    "2",
+    "--warmup-steps",
+    "2",
+    "--log-every",
+    "4",
+    "--sanity-val-steps",
+    "0",
+    "--ckpt-every",
+    "0",
+]
 {% endif %}
 
 
 def run(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, *launcher, "train.py", *SMALL, *args]
-    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        command, cwd=PROJECT, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -50,16 +94,26 @@ def test_fast_dev_run_writes_nothing(tmp_path):
 
 def test_training_writes_checkpoints_metrics_and_summary(tmp_path):
     run("--run-dir", str(tmp_path))
-    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "summary.json", "config.json"):
+    for name in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.csv",
+        "summary.json",
+        "config.json",
+    ):
         assert (tmp_path / name).is_file(), name
 
 
 def test_resume_mid_epoch_is_exact(tmp_path):
     # 12 batches per epoch, 24 steps: step 6 is in the middle of the first epoch
-    run("--run-dir", str(tmp_path / "straight"), "--ckpt-every", "6", "--keep-last", "9")
+    run(
+        "--run-dir", str(tmp_path / "straight"), "--ckpt-every", "6", "--keep-last", "9"
+    )
     middle = tmp_path / "straight" / "checkpoints" / "step_00000006.pt"
     run("--run-dir", str(tmp_path / "resumed"), "--resume", str(middle))
-    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(
+        tmp_path / "resumed"
+    )
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
