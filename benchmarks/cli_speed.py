@@ -9,8 +9,9 @@ machine load inflates less) of:
 - `scaffold --help`;
 - `scaffold new NAME` with default features and with all of them, each into a
   fresh directory under a name not used before (as a user would). Cold: an empty
-  cache directory (scaffold keeps black's output and compiled templates in
-  $XDG_CACHE_HOME/scaffold); warm: the cache left by the earlier runs;
+  cache directory (scaffold keeps its compiled Jinja templates in
+  $XDG_CACHE_HOME/scaffold), as on the first run after installing; warm: the
+  cache left by the earlier runs;
 - `scaffold update` on an all-features project with user edits (committed to
   git, as update wants), whose recorded base is made older than today's
   templates, so the update does a real three-way merge; a fresh copy every run;

@@ -1,105 +1,42 @@
-"""Format rendered Python with black (in process) and check that it compiles.
+"""Format rendered Python with black and check that it compiles.
 
-Black takes about a second for a generated train.py on a slow CPU, which would be
-most of a `scaffold new`. So formatted results are kept, keyed by black's
-version and the unformatted text, at two grains:
+Black takes most of a second for a generated train.py on a slow CPU, so the
+templates are written to render what black would make of them already, and
+black runs only where that is not known to be so:
 
-- the whole file, on disk (like black's own cache): rendering the same feature
-  set again costs one file read;
-- each top-level definition (a def or class with its decorators and the comments
-  above it, or the code between two of them), on disk and in memory: feature sets
-  share most of them, so a new feature set formats only what it changed.
-  Black formats top-level definitions independently (two blank lines apart,
-  which the join puts back); the render-matrix test checks for every feature
-  set that black leaves the joined result unchanged.
+- A file is cut into top-level pieces (a def or class with its decorators and
+  the comments above it, or the code between two of them). Black formats them
+  independently; joined two blank lines apart they are the formatted file (the
+  render-matrix test checks this for every feature set).
+- The template directory's registry (`formatted-pieces.txt`, see
+  scaffold.registry) lists a digest of every piece that the templates render,
+  for every feature set, that black leaves unchanged. A listed piece is used as
+  it is; any other (an edited template, an unlisted name) goes through black,
+  whose results are kept in memory for the rest of the process.
 
-Keys leave the project's name out (it is replaced by a stand-in of the same
-length), so that any project name hits the cache; see `_swaps` for when that
-is safe.
+Project names: Python files are rendered with a one-character mark in place of
+the project's name and of its slug, so one digest holds for every name, and the
+marks are replaced afterwards. The piece stays what black makes of it when each
+line holding a name still fits black's line length and does not end in
+whitespace: no name is shorter than its mark, so black cannot join lines for a
+longer name that it left apart for the mark, and a line that fits needs no
+split. Otherwise the piece goes through black with the names in place.
 """
 
 import ast
-import hashlib
 import itertools
-import keyword
-import os
-import re
-from collections.abc import Iterable
-from functools import cache
-from importlib.metadata import version
-from pathlib import Path
+from collections.abc import Mapping
 
 from scaffold.errors import RenderError
 
-# Stand-ins for the project's name and slug in cache keys: letters that the
-# templates never contain (checked per text), one per name.
-STAND_INS = ("\u00e9", "\u00e8")
-# Names whose stand-in keeps black's decisions: no whitespace, nothing black
-# could reformat; other names are cached under their own text.
-SWAPPABLE = re.compile(r"[A-Za-z0-9_-]+")
+# Marks that stand for the project's name and slug in rendered Python: letters
+# (so a mark in an identifier parses) that the templates never contain
+# (tests/test_formatting.py checks that).
+NAME_MARK = "\u00e9"
+SLUG_MARK = "\u00e8"
+LINE_LENGTH = 88  # black's default, which the generated projects use
 
-
-def cache_root() -> Path | None:
-    """scaffold's cache directory; None when SCAFFOLD_NO_CACHE=1."""
-    if os.environ.get("SCAFFOLD_NO_CACHE") == "1":
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "scaffold"
-
-
-@cache
-def _cache_dir() -> Path | None:
-    root = cache_root()
-    return None if root is None else root / f"black-{version('black')}"
-
-
-def _cache_path(source: str) -> Path | None:
-    directory = _cache_dir()
-    if directory is None:
-        return None
-    return directory / (hashlib.sha256(source.encode()).hexdigest() + ".py")
-
-
-def _swaps(source: str, names: Iterable[str]) -> list[tuple[str, str]]:
-    """(name, stand-in) pairs, longest name first; none if a swap could mislead.
-
-    A stand-in must not change how black reads the text: each name must occur
-    only as a whole word (never inside a longer identifier, keyword or number
-    such as 1e5, nor right after a dot, as in 1.e5), and not be a soft keyword; a whole-word name is then an
-    identifier, or inside a string or comment, as its stand-in would be.
-    """
-    names = sorted(set(names), key=lambda n: (-len(n), n))
-    if not names or len(names) > len(STAND_INS):
-        return []
-    if any(not SWAPPABLE.fullmatch(n) or keyword.issoftkeyword(n) for n in names):
-        return []
-    if any(a in b for a in names for b in names if a != b):
-        return []
-    if any(letter in source for letter in STAND_INS):
-        return []
-    for name in names:
-        whole_words = re.findall(rf"(?<![\w.]){re.escape(name)}(?![\w])", source)
-        if len(whole_words) != source.count(name):
-            return []
-    return [(n, STAND_INS[i] * len(n)) for i, n in enumerate(names)]
-
-
-def _swap(text: str, pairs: list[tuple[str, str]], back: bool = False) -> str:
-    for name, stand_in in pairs:
-        text = text.replace(stand_in, name) if back else text.replace(name, stand_in)
-    return text
-
-
-def _remember(path: Path | None, formatted: str) -> None:
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(formatted, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home only costs speed
+_FORMATTED: dict[str, str] = {}  # piece -> black's text of it, this process
 
 
 def split_top_level(source: str) -> list[str]:
@@ -121,43 +58,68 @@ def split_top_level(source: str) -> list[str]:
     return ["".join(lines[a:b]) for a, b in itertools.pairwise(bounds) if a < b]
 
 
-_FORMATTED: dict[str, str] = {}  # key text -> formatted key text, this process
+def pieces_of(source: str) -> list[str]:
+    """The top-level pieces of ``source`` without their trailing blank lines
+    (black's join puts two back), empty pieces left out."""
+    return [p.rstrip("\n") + "\n" for p in split_top_level(source) if p.strip()]
 
 
-def _format_chunk(path: str, chunk: str, pairs: list[tuple[str, str]]) -> str:
-    key = _swap(chunk, pairs)
-    if key not in _FORMATTED:
-        cached = _cache_path(key)
-        if cached is not None and cached.is_file():
-            _FORMATTED[key] = cached.read_text(encoding="utf-8")
-        else:
-            import black  # lazy: black's import costs ~0.1 s
+def black_format(path: str, source: str) -> str:
+    """What black makes of ``source``; RenderError if it is not valid Python."""
+    if source not in _FORMATTED:
+        import black  # lazy: black's import alone costs ~0.1 s
 
-            try:
-                formatted = black.format_str(chunk, mode=black.Mode())
-            except black.InvalidInput as exc:
-                raise RenderError(
-                    f"template produced invalid Python in {path}: {exc}"
-                ) from exc
-            _FORMATTED[key] = _swap(formatted, pairs)
-            _remember(cached, _FORMATTED[key])
-    return _swap(_FORMATTED[key], pairs, back=True)
+        try:
+            _FORMATTED[source] = black.format_str(source, mode=black.Mode())
+        except black.InvalidInput as exc:
+            raise RenderError(f"template produced invalid Python in {path}: {exc}") from exc
+    return _FORMATTED[source]
 
 
-def format_python(path: str, source: str, names: Iterable[str] = ()) -> str:
+def _unmark(piece: str, names: Mapping[str, str]) -> str | None:
+    """``piece`` with the marks replaced by the names; None if a line holding a
+    name would then be too long or end in whitespace."""
+    if not any(mark in piece for mark in names):
+        return piece
+    lines = piece.split("\n")
+    for i, line in enumerate(lines):
+        if any(mark in line for mark in names):
+            for mark, name in names.items():
+                line = line.replace(mark, name)
+            if len(line) > LINE_LENGTH or line != line.rstrip():
+                return None
+            lines[i] = line
+    return "\n".join(lines)
+
+
+def _unmark_all(text: str, names: Mapping[str, str]) -> str:
+    for mark, name in names.items():
+        text = text.replace(mark, name)
+    return text
+
+
+def format_python(
+    path: str,
+    source: str,
+    names: Mapping[str, str] | None = None,
+    known: frozenset[str] = frozenset(),
+) -> str:
     """Return ``source`` formatted by black; RenderError if it is not valid Python.
 
-    ``names``: the project's name and slug, which the cache keys leave out.
+    ``names``: {mark: name} for the marks in ``source`` (see the module's
+    docstring); ``known``: digests of pieces that black leaves unchanged.
     """
-    pairs = _swaps(source, names)
-    cached = _cache_path(_swap(source, pairs))
-    if cached is not None and cached.is_file():
-        return _swap(cached.read_text(encoding="utf-8"), pairs, back=True)
-    chunks = [_format_chunk(path, c, pairs) for c in split_top_level(source)]
+    from scaffold.registry import digest
+
+    names = names or {}
+    finished = []
+    for piece in pieces_of(source):
+        unmarked = _unmark(piece, names) if digest(piece) in known else None
+        if unmarked is None:
+            unmarked = black_format(path, _unmark_all(piece, names))
+        finished.append(unmarked)
     # black puts two blank lines before a top-level def or class
-    formatted = "\n\n".join(chunk for chunk in chunks if chunk.strip())
-    _remember(cached, _swap(formatted, pairs))
-    return formatted
+    return "\n\n".join(finished)
 
 
 def check_compiles(path: str, source: str) -> None:
@@ -168,15 +130,23 @@ def check_compiles(path: str, source: str) -> None:
         raise RenderError(f"generated {path} does not compile: {exc}") from exc
 
 
-def finish_files(files: dict[str, str], names: Iterable[str] = ()) -> dict[str, str]:
+def finish_files(
+    files: dict[str, str],
+    names: Mapping[str, str] | None = None,
+    known: frozenset[str] = frozenset(),
+) -> dict[str, str]:
     """Black-format and compile-check every ``.py`` file; other files pass through.
 
-    ``names``: the project's name and slug (see format_python).
+    ``names``: {mark: name} for the marks in the files; ``known``: digests of
+    pieces that black leaves unchanged (see format_python).
     """
+    names = names or {}
     finished = {}
     for path, text in sorted(files.items()):
         if path.endswith(".py"):
-            text = format_python(path, text, names)
+            text = format_python(path, text, names, known)
             check_compiles(path, text)
+        else:
+            text = _unmark_all(text, names)
         finished[path] = text
     return finished

@@ -6,13 +6,22 @@ declares, and skips the files of features that were not chosen -- the files that
 the template's post-generation hook deletes for cookiecutter users.
 """
 
+import os
 from pathlib import Path
 
 from scaffold.features import FEATURES
-from scaffold.formatting import cache_root
+from scaffold.formatting import NAME_MARK, SLUG_MARK
 from scaffold.spec import ProjectSpec
 
 PROJECT_DIR_NAME = "{{cookiecutter.project_slug}}"
+
+
+def cache_root() -> Path | None:
+    """scaffold's cache directory; None when SCAFFOLD_NO_CACHE=1."""
+    if os.environ.get("SCAFFOLD_NO_CACHE") == "1":
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "scaffold"
 
 
 def template_root() -> Path:
@@ -55,8 +64,14 @@ def _bytecode_cache(cache: Path):
     return jinja2.FileSystemBytecodeCache(str(directory))
 
 
-def render_project(spec: ProjectSpec, root: Path | None = None) -> dict[str, str]:
-    """Render every file of the project for ``spec``: {relative path: text}."""
+def render_project(
+    spec: ProjectSpec, root: Path | None = None, name_marks: bool = False
+) -> dict[str, str]:
+    """Render every file of the project for ``spec``: {relative path: text}.
+
+    ``name_marks``: Python files get scaffold.formatting's marks in place of the
+    project's name and slug (which finish_files puts back after formatting).
+    """
     import jinja2  # lazy: `scaffold --help` must stay fast
 
     root = root or template_root()
@@ -75,9 +90,15 @@ def render_project(spec: ProjectSpec, root: Path | None = None) -> dict[str, str
         autoescape=False,
     )
     context = {"cookiecutter": spec.cookiecutter_context()}
+    python_context = context
+    if name_marks:
+        marks = {"project_name": NAME_MARK, "project_slug": SLUG_MARK}
+        python_context = {"cookiecutter": {**context["cookiecutter"], **marks}}
     skip = excluded_files(spec)
     return {
-        path: environment.get_template(path).render(context)
+        path: environment.get_template(path).render(
+            python_context if path.endswith(".py") else context
+        )
         for path in template_files(root)
         if path not in skip
     }

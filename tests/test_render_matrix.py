@@ -1,35 +1,40 @@
 """Every combination of feature flags renders clean code.
 
-For all 2^n feature sets: the render is byte-identical twice, black-stable
-(black on the whole finished file changes nothing), compiles, and is
-pyflakes-clean (no unused imports, no undefined names). Black's disk cache is
-bypassed, so black runs for real on every file of every set.
+For all 2^n feature sets:
 
-The pipeline formats each top-level definition on its own and keeps the
-results in memory for the other sets (see scaffold/formatting.py); the black
-pass over the whole file is what proves the joined result is what black
-makes of it. Identical twice is checked on the Jinja output, before black.
-Files that many sets share (model.py, data.py, ...) are checked once per
-distinct text.
+- the Jinja render is byte-identical twice;
+- every top-level piece of every Python file, as rendered (with the marks that
+  stand for the project's name), is what black makes of it, and the registry
+  lists it: `scaffold new` may use it without black (see
+  scaffold/formatting.py). Black runs once per distinct piece;
+- the finished files compile and are pyflakes-clean (no unused imports, no
+  undefined names).
+
+Black over whole files, which shows that pieces joined two blank lines apart are
+what black makes of the file, runs for the sets in generated_examples/ and for
+every set of one feature or all but one (whole files cost black about a second
+each; the pieces of all other sets are checked one by one above).
 """
-
-import itertools
 
 import black
 import pyflakes.api
 import pyflakes.reporter
 import pytest
 
+from scaffold.examples import example_sets
 from scaffold.features import FEATURES
-from scaffold.formatting import finish_files
-from scaffold.render import render_project
+from scaffold.formatting import pieces_of
+from scaffold.generate import build_project
+from scaffold.registry import all_feature_sets, digest, read_registry
+from scaffold.render import render_project, template_root
 from scaffold.spec import ProjectSpec
 
-ALL_SETS = [
-    frozenset(combo)
-    for size in range(len(FEATURES) + 1)
-    for combo in itertools.combinations([f.name for f in FEATURES], size)
-]
+ALL_SETS = all_feature_sets()
+N = len(FEATURES)
+WHOLE_FILE_SETS = {
+    s for s in ALL_SETS if len(s) in (0, 1, N - 1, N) or s in example_sets().values()
+}
+REGISTRY = read_registry(template_root())
 
 
 class _Collect(pyflakes.reporter.Reporter):
@@ -46,33 +51,42 @@ class _Collect(pyflakes.reporter.Reporter):
         self.messages.append(str(message))
 
 
-_CHECKED: set[str] = set()  # formatted texts already found clean
+_CHECKED_PIECES: set[str] = set()  # pieces black was shown to leave unchanged
+_CHECKED_FILES: set[str] = set()  # finished texts already compiled and linted
+_WHOLE_FILES: set[str] = set()  # finished texts that black leaves unchanged
 
 
-@pytest.fixture(autouse=True)
-def _no_format_cache(monkeypatch):
-    monkeypatch.setenv("SCAFFOLD_NO_CACHE", "1")
-    from scaffold import formatting
-
-    formatting._cache_dir.cache_clear()
-    yield
-    formatting._cache_dir.cache_clear()
+def black_of(text: str) -> str:
+    return black.format_str(text, mode=black.Mode())
 
 
 def test_matrix_covers_every_combination():
-    assert len(set(ALL_SETS)) == 2 ** len(FEATURES)
+    assert len(set(ALL_SETS)) == 2**N
 
 
 @pytest.mark.parametrize("features", ALL_SETS, ids=lambda s: "+".join(sorted(s)) or "base")
-def test_render_is_stable_clean_and_compiles(features):
+def test_render_is_stable_formatted_and_clean(features):
     spec = ProjectSpec.create("proj", features)
-    raw = render_project(spec)
-    assert render_project(spec) == raw, "rendering twice must give identical files"
-    for path, text in finish_files(raw).items():
-        if not path.endswith(".py") or text in _CHECKED:
+    raw = render_project(spec, name_marks=True)
+    assert render_project(spec, name_marks=True) == raw, "rendering twice must agree"
+    for path, text in raw.items():
+        if not path.endswith(".py"):
             continue
-        _CHECKED.add(text)
-        assert black.format_str(text, mode=black.Mode()) == text, f"{path} not black-stable"
+        for piece in pieces_of(text):
+            if piece in _CHECKED_PIECES:
+                continue
+            assert black_of(piece) == piece, f"{path}: not black's:\n{piece[:2000]}"
+            assert digest(piece) in REGISTRY, f"{path}: piece not in the registry"
+            _CHECKED_PIECES.add(piece)
+    for path, text in build_project(spec).items():
+        if not path.endswith(".py"):
+            continue
+        if features in WHOLE_FILE_SETS and text not in _WHOLE_FILES:
+            assert black_of(text) == text, f"{path} is not what black makes of it"
+            _WHOLE_FILES.add(text)
+        if text in _CHECKED_FILES:
+            continue
+        _CHECKED_FILES.add(text)
         compile(text, path, "exec")
         reporter = _Collect()
         pyflakes.api.check(text, path, reporter)
