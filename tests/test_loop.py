@@ -244,6 +244,16 @@ def test_val_check_interval_fraction_validates_inside_the_epoch(controls):
     assert run.passes(2) == [TEST_BATCHES]
 
 
+def test_metrics_csv_gives_each_row_the_epoch_of_its_step(controls):
+    # step S is the S-th optimizer step: it belongs to epoch (S - 1) // batches
+    for name in ("val_half_epoch", "val_every_3", "max_steps"):
+        rows = controls[name].rows
+        assert {"val", "test"} <= {r["split"] for r in rows}, name
+        for row in rows:
+            expected = (int(row["step"]) - 1) // BATCHES_PER_EPOCH
+            assert int(row["epoch"]) == expected, (name, row)
+
+
 def test_val_check_interval_steps_validates_every_n_steps_and_at_epoch_ends(controls):
     run = controls["val_3_steps"]
     total = 2 * BATCHES_PER_EPOCH

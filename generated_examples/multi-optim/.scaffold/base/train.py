@@ -778,13 +778,20 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     def validate(max_batches: int = val_batches) -> dict[str, float]:
         return eval_split("val", val_loader, max_batches)
 
+    def step_epoch() -> int:
+        """The 0-based epoch that the current step belongs to (metrics.csv's
+        column): once an epoch's last batch is done, state.epoch counts it."""
+        if state.batch_in_epoch == 0 and state.epoch > 0:
+            return state.epoch - 1
+        return state.epoch
+
     def after_validation(metrics: dict[str, float]) -> None:
         """Log, keep best.pt, and count validations without improvement."""
         progress.print(
             f"step {state.step} | validation | "
             + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         )
-        log({"step": state.step, "epoch": state.epoch, "split": "val", **metrics})
+        log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
         if cfg.monitor not in metrics:
             raise KeyError(
                 f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}"
@@ -964,7 +971,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
     if writes:
-        log({"step": state.step, "epoch": state.epoch, "split": "test", **test_metrics})
+        log(
+            {"step": state.step, "epoch": step_epoch(), "split": "test", **test_metrics}
+        )
         summary = {
             "step": state.step,
             "epoch": state.epoch,
