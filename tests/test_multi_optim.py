@@ -380,6 +380,27 @@ def test_fast_dev_run_with_every_other_feature_under_torchrun(tmp_path):
     assert "test_modes" in result.stdout
 
 
+@pytest.mark.slow
+def test_compiled_gan_trains_both_optimizers_and_saves_plain_weights(tmp_path):
+    """--compile wraps the whole model; each optimizer still steps its own
+    sub-model's parameters, and checkpoints hold the plain module's names."""
+    args = ("--max-steps", "2", "--max-epochs", "1", "--hidden", "8", "--log-every", "1",
+            "--sanity-val-steps", "0", "--run-dir", "run")
+    weights, steps = {}, {}
+    for features in (["multi-optim"], ["multi-optim", "compile"]):
+        project = render(tmp_path / "-".join(features), features, tiny=False)
+        run_train(project, *args, tiny_defaults=False, timeout=600)
+        last = load_checkpoint(project / "run" / "checkpoints" / "last.pt")
+        weights[len(features)] = last["model"]
+        steps[len(features)] = {name: [float(s["step"]) for s in states(last, name)]
+                                for name in ("discriminator", "generator")}
+    plain, compiled = weights[1], weights[2]
+    assert compiled.keys() == plain.keys()
+    assert not any("_orig_mod" in key for key in compiled)
+    assert steps[2] == steps[1]
+    assert all(counts and min(counts) > 0 for counts in steps[2].values()), steps
+
+
 def test_a_broken_build_optimizers_contract_is_one_clear_error(tmp_path):
     project = render(tmp_path, ["multi-optim"], tiny=False)
     model_py = project / "model.py"
