@@ -139,7 +139,8 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N training steps (>1)",
+        "also validate inside an epoch: a fraction of it (<1) "
+        "or every N training steps (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -682,7 +683,7 @@ class Progress:
             self.open = self.tty
 
     def print(self, text: str) -> None:
-        """A permanent line (validation results, notices); the last status line stays above it."""
+        """A permanent line (validation results, notices), above the status line."""
         if self.enabled:
             print(f"\n{text}" if self.open else text, flush=True)
             self.open = False
@@ -953,10 +954,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             set_rng_state(checkpoint["rng"][world.rank])
         else:
             progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+                f"{world.world_size}: RNG streams start afresh"
             )
         progress.print(
-            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+            f"resume: {resume_path} at step {state.step} "
+            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
         )
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
@@ -1016,7 +1019,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     progress.print(model_summary(raw_model))
     global_batch = cfg.batch_size * world.world_size * cfg.accumulate_steps
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} training steps per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {device}; global batch {global_batch}; "
+        f"{steps_per_epoch} training steps per epoch, {total_steps} in all"
     )
     progress.print(
         "optimizers: "
@@ -1035,7 +1039,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                         tb.add_scalar(f"{row['split']}/{name}", value, row["step"])
 
     def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt (all ranks call it: RNG states are gathered)."""
+        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
+        gathered), rank 0 writes."""
         rng = [rng_state()]
         if world.world_size > 1:
             rng = [None] * world.world_size
@@ -1248,9 +1253,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     **{f"lr_{k}": v for k, v in lrs.items()},
                     "samples_per_s": samples_per_s,
                 }
+                epoch_done = state.batch_in_epoch / batches_per_epoch
                 fields = [
                     f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                    f"epoch {epoch} {epoch_done:4.0%}",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
                 fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
@@ -1259,12 +1265,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
-                    mfu = (
-                        flops_per_sample()
-                        * samples_per_s
-                        / world.world_size
-                        / peak_flops
-                    )
+                    per_rank = samples_per_s / world.world_size
+                    mfu = flops_per_sample() * per_rank / peak_flops
                     fields.append(f"mfu {100 * mfu:.1f}%")
                     row["mfu"] = mfu
                 if device.type == "cuda":

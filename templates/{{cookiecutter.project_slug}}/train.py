@@ -257,7 +257,8 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N {{ steps }} (>1)",
+        "also validate inside an epoch: a fraction of it (<1) "
+        "or every N {{ steps }} (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -857,7 +858,7 @@ class Progress:
             self.open = self.tty
 
     def print(self, text: str) -> None:
-        """A permanent line (validation results, notices); the last status line stays above it."""
+        """A permanent line (validation results, notices), above the status line."""
         if self.enabled:
             print(f"\n{text}" if self.open else text, flush=True)
             self.open = False
@@ -1202,10 +1203,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             set_rng_state(checkpoint["rng"][world.rank])
         else:
             progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+                f"{world.world_size}: RNG streams start afresh"
             )
         progress.print(
-            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+            f"resume: {resume_path} at step {state.step} "
+            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
         )
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
@@ -1299,11 +1302,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     global_batch = cfg.batch_size * world.world_size{% if accumulate %} * cfg.accumulate_steps{% endif %}
 
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {device}; global batch {global_batch}; "
+        f"{steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
     )
 {% else %}
     progress.print(
-        f"device {device}; {steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+        f"device {device}; "
+        f"{steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
     )
 {% endif %}
 {% if multi_optim %}
@@ -1327,7 +1332,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
 
     def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt (all ranks call it: RNG states are gathered)."""
+        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
+        gathered), rank 0 writes."""
         rng = [rng_state()]
 {% if ddp %}
         if world.world_size > 1:
@@ -1423,7 +1429,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     lrs: dict[str, float] = {}  # each optimizer's latest LR
     log_samples = 0
 {% else %}
-    log_samples = log_batches = log_steps = 0
+    log_samples = log_batches = {% if clip %}log_steps = {% endif %}0
 {% endif %}
     log_t0 = t_start = time.perf_counter()
     start_step = state.step
@@ -1629,7 +1635,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+{% if clip %}
             log_steps += 1
+{% endif %}
             stopping = state.step >= total_steps
 {% endif %}
 
@@ -1654,12 +1662,15 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if multi_optim %}
                 # each metric over the micro-batches (norms: the steps) that gave it
                 means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
-{% else %}
+{% elif clip %}
+                # grad_norm is summed once per optimizer step, the rest per batch
                 per = {"grad_norm": log_steps}
                 means = {
                     k: v / per.get(k, log_batches)
                     for k, v in zip(names, totals.tolist())
                 }
+{% else %}
+                means = {k: v / log_batches for k, v in zip(names, totals.tolist())}
 {% endif %}
 {% if amp and clip %}
                 # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
@@ -1700,9 +1711,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
                     "samples_per_s": samples_per_s,
                 }
+                epoch_done = state.batch_in_epoch / batches_per_epoch
                 fields = [
                     f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                    f"epoch {epoch} {epoch_done:4.0%}",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
 {% if multi_optim %}
@@ -1715,12 +1727,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
-                    mfu = (
-                        flops_per_sample()
-                        * samples_per_s
-                        / world.world_size
-                        / peak_flops
-                    )
+                    per_rank = samples_per_s / world.world_size
+                    mfu = flops_per_sample() * per_rank / peak_flops
                     fields.append(f"mfu {100 * mfu:.1f}%")
                     row["mfu"] = mfu
                 if device.type == "cuda":
@@ -1751,12 +1759,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 log_counts.clear()
                 log_t0, log_samples = time.perf_counter(), 0
 {% else %}
-                log_t0, log_samples, log_batches, log_steps = (
-                    time.perf_counter(),
-                    0,
-                    0,
-                    0,
-                )
+                log_t0 = time.perf_counter()
+                log_samples = log_batches = {% if clip %}log_steps = {% endif %}0
 {% endif %}
 
             # --- validation inside the epoch, checkpoints, stop requests ---

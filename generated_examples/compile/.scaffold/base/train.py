@@ -82,7 +82,8 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)",
+        "also validate inside an epoch: a fraction of it (<1) "
+        "or every N optimizer steps (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -496,7 +497,7 @@ class Progress:
             self.open = self.tty
 
     def print(self, text: str) -> None:
-        """A permanent line (validation results, notices); the last status line stays above it."""
+        """A permanent line (validation results, notices), above the status line."""
         if self.enabled:
             print(f"\n{text}" if self.open else text, flush=True)
             self.open = False
@@ -646,10 +647,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             set_rng_state(checkpoint["rng"][world.rank])
         else:
             progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+                f"{world.world_size}: RNG streams start afresh"
             )
         progress.print(
-            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+            f"resume: {resume_path} at step {state.step} "
+            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
         )
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
@@ -685,7 +688,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
     progress.print(model_summary(raw_model))
     progress.print(
-        f"device {device}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+        f"device {device}; "
+        f"{steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
     )
 
     def log(row: dict) -> None:
@@ -693,7 +697,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             csv_log.log(row)
 
     def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt (all ranks call it: RNG states are gathered)."""
+        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
+        gathered), rank 0 writes."""
         rng = [rng_state()]
         if not writes:
             return
@@ -754,7 +759,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
     # metrics accumulate on the device between log steps: no per-step host sync
     log_sums: dict[str, torch.Tensor] = {}
-    log_samples = log_batches = log_steps = 0
+    log_samples = log_batches = 0
     log_t0 = t_start = time.perf_counter()
     start_step = state.step
     stopping = state.step >= total_steps
@@ -787,18 +792,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            log_steps += 1
             stopping = state.step >= total_steps
 
             if state.step % cfg.log_every == 0 or stopping:
                 # the only host sync of the training loop, once per log_every steps
                 names = sorted(log_sums)
                 totals = torch.stack([log_sums[k] for k in names])
-                per = {"grad_norm": log_steps}
-                means = {
-                    k: v / per.get(k, log_batches)
-                    for k, v in zip(names, totals.tolist())
-                }
+                means = {k: v / log_batches for k, v in zip(names, totals.tolist())}
                 if not all(math.isfinite(v) for v in means.values()):
                     # every rank sees the same reduced values, so all stop together
                     raise FloatingPointError(
@@ -814,9 +814,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     "lr": lr,
                     "samples_per_s": samples_per_s,
                 }
+                epoch_done = state.batch_in_epoch / batches_per_epoch
                 fields = [
                     f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                    f"epoch {epoch} {epoch_done:4.0%}",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
                 fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
@@ -824,12 +825,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
-                    mfu = (
-                        flops_per_sample()
-                        * samples_per_s
-                        / world.world_size
-                        / peak_flops
-                    )
+                    per_rank = samples_per_s / world.world_size
+                    mfu = flops_per_sample() * per_rank / peak_flops
                     fields.append(f"mfu {100 * mfu:.1f}%")
                     row["mfu"] = mfu
                 if device.type == "cuda":
@@ -847,12 +844,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 progress.update(" | ".join(fields))
                 log(row)
                 log_sums.clear()
-                log_t0, log_samples, log_batches, log_steps = (
-                    time.perf_counter(),
-                    0,
-                    0,
-                    0,
-                )
+                log_t0 = time.perf_counter()
+                log_samples = log_batches = 0
 
             # --- validation inside the epoch, checkpoints, stop requests ---
             end_of_epoch = state.batch_in_epoch >= batches_per_epoch

@@ -105,7 +105,8 @@ class Config:
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
         1.0,
-        "also validate inside an epoch: a fraction of it (<1) or every N optimizer steps (>1)",
+        "also validate inside an epoch: a fraction of it (<1) "
+        "or every N optimizer steps (>1)",
     )
     sanity_val_steps: int = option(
         2, "validation batches run before training to catch bugs early (0: off)"
@@ -566,7 +567,7 @@ class Progress:
             self.open = self.tty
 
     def print(self, text: str) -> None:
-        """A permanent line (validation results, notices); the last status line stays above it."""
+        """A permanent line (validation results, notices), above the status line."""
         if self.enabled:
             print(f"\n{text}" if self.open else text, flush=True)
             self.open = False
@@ -740,10 +741,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             set_rng_state(checkpoint["rng"][world.rank])
         else:
             progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running {world.world_size}: RNG streams start afresh"
+                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+                f"{world.world_size}: RNG streams start afresh"
             )
         progress.print(
-            f"resume: {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+            f"resume: {resume_path} at step {state.step} "
+            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
         )
     elif cfg.resume == "auto":
         progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
@@ -782,7 +785,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     progress.print(model_summary(raw_model))
     global_batch = cfg.batch_size * world.world_size
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; {steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {device}; global batch {global_batch}; "
+        f"{steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
     )
 
     def log(row: dict) -> None:
@@ -790,7 +794,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             csv_log.log(row)
 
     def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt (all ranks call it: RNG states are gathered)."""
+        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
+        gathered), rank 0 writes."""
         rng = [rng_state()]
         if world.world_size > 1:
             rng = [None] * world.world_size
@@ -855,7 +860,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
     # metrics accumulate on the device between log steps: no per-step host sync
     log_sums: dict[str, torch.Tensor] = {}
-    log_samples = log_batches = log_steps = 0
+    log_samples = log_batches = 0
     log_t0 = t_start = time.perf_counter()
     start_step = state.step
     stopping = state.step >= total_steps
@@ -892,7 +897,6 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            log_steps += 1
             stopping = state.step >= total_steps
 
             if state.step % cfg.log_every == 0 or stopping:
@@ -902,11 +906,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 if world.world_size > 1:
                     dist.all_reduce(totals)
                     totals /= world.world_size
-                per = {"grad_norm": log_steps}
-                means = {
-                    k: v / per.get(k, log_batches)
-                    for k, v in zip(names, totals.tolist())
-                }
+                means = {k: v / log_batches for k, v in zip(names, totals.tolist())}
                 if not all(math.isfinite(v) for v in means.values()):
                     # every rank sees the same reduced values, so all stop together
                     raise FloatingPointError(
@@ -922,9 +922,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     "lr": lr,
                     "samples_per_s": samples_per_s,
                 }
+                epoch_done = state.batch_in_epoch / batches_per_epoch
                 fields = [
                     f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {100 * state.batch_in_epoch / batches_per_epoch:3.0f}%",
+                    f"epoch {epoch} {epoch_done:4.0%}",
                 ]
                 fields += [f"{k} {v:.4f}" for k, v in means.items()]
                 fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
@@ -932,12 +933,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["tokens_per_s"] = samples_per_s * tokens_per_sample()
                     fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
                 if flops_per_sample is not None and peak_flops:
-                    mfu = (
-                        flops_per_sample()
-                        * samples_per_s
-                        / world.world_size
-                        / peak_flops
-                    )
+                    per_rank = samples_per_s / world.world_size
+                    mfu = flops_per_sample() * per_rank / peak_flops
                     fields.append(f"mfu {100 * mfu:.1f}%")
                     row["mfu"] = mfu
                 if device.type == "cuda":
@@ -955,12 +952,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 progress.update(" | ".join(fields))
                 log(row)
                 log_sums.clear()
-                log_t0, log_samples, log_batches, log_steps = (
-                    time.perf_counter(),
-                    0,
-                    0,
-                    0,
-                )
+                log_t0 = time.perf_counter()
+                log_samples = log_batches = 0
 
             # --- validation inside the epoch, checkpoints, stop requests ---
             end_of_epoch = state.batch_in_epoch >= batches_per_epoch
