@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 FULL = {
     "cli_speed.py": ["--repeats", "10"],
-    "loop_overhead.py": ["--repeats", "5", "--steps", "1000", "--warmup", "100"],
+    "loop_overhead.py": ["--repeats", "7", "--steps", "1000", "--warmup", "100"],
     "log_every.py": ["--repeats", "3"],
 }
 QUICK = {
