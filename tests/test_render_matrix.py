@@ -7,8 +7,9 @@ For all 2^n feature sets:
   stand for the project's name), is what black makes of it, and the registry
   lists it: `scaffold new` may use it without black (see
   scaffold/formatting.py). Black runs once per distinct piece;
-- the finished files compile and are pyflakes-clean (no unused imports, no
-  undefined names).
+- the finished files have no line over black's 88 columns (black leaves long
+  strings alone, so the templates split them), compile, and are
+  pyflakes-clean (no unused imports, no undefined names).
 
 Black over whole files, which shows that pieces joined two blank lines apart are
 what black makes of the file, runs for the sets in generated_examples/ and for
@@ -23,7 +24,7 @@ import pytest
 
 from scaffold.examples import example_sets
 from scaffold.features import FEATURES
-from scaffold.formatting import pieces_of
+from scaffold.formatting import LINE_LENGTH, pieces_of
 from scaffold.generate import build_project
 from scaffold.registry import all_feature_sets, digest, read_registry
 from scaffold.render import render_project, template_root
@@ -87,6 +88,8 @@ def test_render_is_stable_formatted_and_clean(features):
         if text in _CHECKED_FILES:
             continue
         _CHECKED_FILES.add(text)
+        long_lines = [line for line in text.splitlines() if len(line) > LINE_LENGTH]
+        assert not long_lines, f"{path}: lines over {LINE_LENGTH} columns: {long_lines}"
         compile(text, path, "exec")
         reporter = _Collect()
         pyflakes.api.check(text, path, reporter)

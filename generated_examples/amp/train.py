@@ -67,7 +67,8 @@ class Config:
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
     amp_dtype: str = option(
         "auto",
-        "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off",
+        "auto (bf16 where fast, fp16 on older GPUs, "
+        "off on CPUs without bf16 units) | bf16 | fp16 | off",
     )
     # checkpoints
     ckpt_every: int = option(
@@ -232,7 +233,8 @@ def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype 
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
     say(
-        "amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)"
+        "amp: this device has no fast bf16/fp16 units; "
+        "training in fp32 (force it with --amp-dtype bf16)"
     )
     return None
 

@@ -75,7 +75,8 @@ class Config:
     # optimization
     batch_size: int = option(
         256,
-        "samples per optimizer micro-step *per process*: the global batch is batch_size x world size",
+        "samples per optimizer micro-step *per process*: the global batch is "
+        "batch_size x world size",
     )
     lr: float = option(3e-3, "peak learning rate (AdamW)")
     min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
@@ -223,7 +224,8 @@ class Dist:
 
 
 def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
-    """Join the process group that torchrun describes; pick this rank's device."""
+    """Join the process group that torchrun describes;
+    pick this rank's device."""
     env = os.environ
     world = Dist(
         int(env.get("RANK", 0)),

@@ -558,7 +558,8 @@ def print_module_shapes(model: torch.nn.Module, batch) -> None:
 
     def hook(module, inputs, output, name=""):
         print(
-            f"  {name or '(model)':<40} {type(module).__name__:<24} in={shapes(list(inputs))} out={shapes(output)}"
+            f"  {name or '(model)':<40} {type(module).__name__:<24} "
+            f"in={shapes(list(inputs))} out={shapes(output)}"
         )
 
     handles = [
@@ -845,7 +846,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 )
                 if cfg.on_nonfinite == "stop":
                     raise FloatingPointError(
-                        f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                        f"non-finite gradients in {', '.join(bad)} "
+                        f"at step {state.step} (--on-nonfinite stop)"
                     )
                 # no gradients at all: the step below leaves every parameter as it is
                 optimizer.zero_grad(set_to_none=True)

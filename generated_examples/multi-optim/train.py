@@ -63,7 +63,8 @@ class Config:
     batch_size: int = option(512, "samples per optimizer micro-step")
     lr: float = option(
         1e-3,
-        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+        "peak learning rate; "
+        "an optimizer built with another one follows the schedule scaled",
     )
     min_lr: float = option(
         1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
@@ -126,7 +127,8 @@ class Config:
     hidden: int = option(128, "width of the hidden layers of both networks")
     g_every: int = option(
         1,
-        "step the generator on every N-th training step (the discriminator: every step)",
+        "step the generator on every N-th training step (the discriminator: "
+        "every step)",
     )
 
 
@@ -352,13 +354,15 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
             raise ValueError(
-                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+                "build_optimizers: "
+                f"{name!r} must name a sub-model of the model (model.{name}), once"
             )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if held != {id(p) for p in params} or held & seen:
             raise ValueError(
-                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+                f"build_optimizers: the {name!r} optimizer must hold exactly the "
+                f"trainable parameters of model.{name}, shared with no other optimizer"
             )
         if every < 1:
             raise ValueError(

@@ -166,7 +166,8 @@ class Config:
 {% if ddp %}
     batch_size: int = option(
         {{ 512 if multi_optim else 256 }},
-        "samples per optimizer micro-step *per process*: the global batch is batch_size x world size{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}",
+        "samples per optimizer micro-step *per process*: the global batch is "
+        "batch_size x world size{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}",
     )
 {% elif accumulate %}
     batch_size: int = option(
@@ -178,7 +179,8 @@ class Config:
 {% if multi_optim %}
     lr: float = option(
         1e-3,
-        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+        "peak learning rate; "
+        "an optimizer built with another one follows the schedule scaled",
     )
     min_lr: float = option(
         1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
@@ -209,7 +211,8 @@ class Config:
 {% if amp %}
     amp_dtype: str = option(
         "auto",
-        "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off",
+        "auto (bf16 where fast, fp16 on older GPUs, "
+        "off on CPUs without bf16 units) | bf16 | fp16 | off",
     )
 {% endif %}
 {% if compile %}
@@ -306,7 +309,8 @@ class Config:
     hidden: int = option(128, "width of the hidden layers of both networks")
     g_every: int = option(
         1,
-        "step the generator on every N-th training step (the discriminator: every step)",
+        "step the generator on every N-th training step (the discriminator: "
+        "every step)",
     )
 {% else %}
     n_digits: int = option(3, "digits per operand of the addition task")
@@ -435,7 +439,8 @@ class Dist:
 
 {% if ddp %}
 def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
-    """Join the process group that torchrun{% if slurm %} (or srun){% endif %} describes; pick this rank's device."""
+    """Join the process group that torchrun{% if slurm %} (or srun){% endif %} describes;
+    pick this rank's device."""
     env = os.environ
 {% if slurm %}
     if "RANK" not in env and int(env.get("SLURM_NTASKS", "1")) > 1:
@@ -489,7 +494,8 @@ def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype 
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
     say(
-        "amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)"
+        "amp: this device has no fast bf16/fp16 units; "
+        "training in fp32 (force it with --amp-dtype bf16)"
     )
     return None
 
@@ -621,13 +627,15 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
             raise ValueError(
-                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+                "build_optimizers: "
+                f"{name!r} must name a sub-model of the model (model.{name}), once"
             )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if held != {id(p) for p in params} or held & seen:
             raise ValueError(
-                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+                f"build_optimizers: the {name!r} optimizer must hold exactly the "
+                f"trainable parameters of model.{name}, shared with no other optimizer"
             )
         if every < 1:
             raise ValueError(
@@ -922,7 +930,8 @@ def print_module_shapes(model: torch.nn.Module, batch) -> None:
 
     def hook(module, inputs, output, name=""):
         print(
-            f"  {name or '(model)':<40} {type(module).__name__:<24} in={shapes(list(inputs))} out={shapes(output)}"
+            f"  {name or '(model)':<40} {type(module).__name__:<24} "
+            f"in={shapes(list(inputs))} out={shapes(output)}"
         )
 
     handles = [
@@ -1058,7 +1067,8 @@ def requeue_slurm_job() -> None:
         returncode = subprocess.run(["scontrol", "requeue", job]).returncode
     except FileNotFoundError:
         print(
-            "requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)"
+            "requeue: `scontrol` not found; "
+            "resubmit the job yourself (it resumes from the checkpoint)"
         )
         return
     # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
@@ -1067,7 +1077,8 @@ def requeue_slurm_job() -> None:
         print(f"requeue: job {job} requeued; it will resume from the checkpoint")
     else:
         print(
-            f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself"
+            f"requeue: `scontrol requeue {job}` failed ({returncode}); "
+            "resubmit the job yourself"
         )
 
 
@@ -1513,11 +1524,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 bad = nonfinite_grads(raw_model)
                 if bad:
                     progress.print(
-                        f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}"
+                        f"step {state.step} ({o.name}): "
+                        f"non-finite gradients in {', '.join(bad)}"
                     )
                     if cfg.on_nonfinite == "stop":
                         raise FloatingPointError(
-                            f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                            f"non-finite gradients in {', '.join(bad)} "
+                            f"at step {state.step} (--on-nonfinite stop)"
                         )
                     # no gradients at all: the step leaves every parameter as it is
                     o.optimizer.zero_grad(set_to_none=True)
@@ -1602,7 +1615,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 )
                 if cfg.on_nonfinite == "stop":
                     raise FloatingPointError(
-                        f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                        f"non-finite gradients in {', '.join(bad)} "
+                        f"at step {state.step} (--on-nonfinite stop)"
                     )
                 # no gradients at all: the step below leaves every parameter as it is
                 optimizer.zero_grad(set_to_none=True)
@@ -1808,7 +1822,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if early_stopping %}
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
                 progress.print(
-                    f"early stopping: {cfg.monitor} did not improve for {cfg.patience} validations"
+                    "early stopping: "
+                    f"{cfg.monitor} did not improve for {cfg.patience} validations"
                 )
                 stopping = True
 {% endif %}
@@ -1857,7 +1872,8 @@ def open_tensorboard(log_dir: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         print(
-            f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only"
+            f"tensorboard: cannot import it ({exc}); "
+            "pip install tensorboard; logging to metrics.csv only"
         )
         return None
     # purge_step drops events a crashed run logged after its last checkpoint

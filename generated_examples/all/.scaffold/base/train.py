@@ -90,11 +90,13 @@ class Config:
     # optimization
     batch_size: int = option(
         512,
-        "samples per optimizer micro-step *per process*: the global batch is batch_size x world size (x accumulate_steps per optimizer step)",
+        "samples per optimizer micro-step *per process*: the global batch is "
+        "batch_size x world size (x accumulate_steps per optimizer step)",
     )
     lr: float = option(
         1e-3,
-        "peak learning rate; an optimizer built with another one follows the schedule scaled",
+        "peak learning rate; "
+        "an optimizer built with another one follows the schedule scaled",
     )
     min_lr: float = option(
         1e-4, "learning rate at the end of the cosine decay (scaled likewise)"
@@ -113,7 +115,8 @@ class Config:
     )
     amp_dtype: str = option(
         "auto",
-        "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off",
+        "auto (bf16 where fast, fp16 on older GPUs, "
+        "off on CPUs without bf16 units) | bf16 | fp16 | off",
     )
     compile_mode: str = option(
         "default", "torch.compile mode: default | reduce-overhead | max-autotune"
@@ -183,7 +186,8 @@ class Config:
     hidden: int = option(128, "width of the hidden layers of both networks")
     g_every: int = option(
         1,
-        "step the generator on every N-th training step (the discriminator: every step)",
+        "step the generator on every N-th training step (the discriminator: "
+        "every step)",
     )
 
 
@@ -288,7 +292,8 @@ class Dist:
 
 
 def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
-    """Join the process group that torchrun (or srun) describes; pick this rank's device."""
+    """Join the process group that torchrun (or srun) describes;
+    pick this rank's device."""
     env = os.environ
     if "RANK" not in env and int(env.get("SLURM_NTASKS", "1")) > 1:
         # srun starts one task per process itself (so that SLURM's signals reach
@@ -338,7 +343,8 @@ def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype 
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
     say(
-        "amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)"
+        "amp: this device has no fast bf16/fp16 units; "
+        "training in fp32 (force it with --amp-dtype bf16)"
     )
     return None
 
@@ -468,13 +474,15 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
             raise ValueError(
-                f"build_optimizers: {name!r} must name a sub-model of the model (model.{name}), once"
+                "build_optimizers: "
+                f"{name!r} must name a sub-model of the model (model.{name}), once"
             )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if held != {id(p) for p in params} or held & seen:
             raise ValueError(
-                f"build_optimizers: the {name!r} optimizer must hold exactly the trainable parameters of model.{name}, shared with no other optimizer"
+                f"build_optimizers: the {name!r} optimizer must hold exactly the "
+                f"trainable parameters of model.{name}, shared with no other optimizer"
             )
         if every < 1:
             raise ValueError(
@@ -742,7 +750,8 @@ def print_module_shapes(
 
     def hook(module, inputs, output, name=""):
         print(
-            f"  {name or '(model)':<40} {type(module).__name__:<24} in={shapes(list(inputs))} out={shapes(output)}"
+            f"  {name or '(model)':<40} {type(module).__name__:<24} "
+            f"in={shapes(list(inputs))} out={shapes(output)}"
         )
 
     handles = [
@@ -847,7 +856,8 @@ def requeue_slurm_job() -> None:
         returncode = subprocess.run(["scontrol", "requeue", job]).returncode
     except FileNotFoundError:
         print(
-            "requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)"
+            "requeue: `scontrol` not found; "
+            "resubmit the job yourself (it resumes from the checkpoint)"
         )
         return
     # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
@@ -856,7 +866,8 @@ def requeue_slurm_job() -> None:
         print(f"requeue: job {job} requeued; it will resume from the checkpoint")
     else:
         print(
-            f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself"
+            f"requeue: `scontrol requeue {job}` failed ({returncode}); "
+            "resubmit the job yourself"
         )
 
 
@@ -1184,11 +1195,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 bad = nonfinite_grads(raw_model)
                 if bad:
                     progress.print(
-                        f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}"
+                        f"step {state.step} ({o.name}): "
+                        f"non-finite gradients in {', '.join(bad)}"
                     )
                     if cfg.on_nonfinite == "stop":
                         raise FloatingPointError(
-                            f"non-finite gradients in {', '.join(bad)} at step {state.step} (--on-nonfinite stop)"
+                            f"non-finite gradients in {', '.join(bad)} "
+                            f"at step {state.step} (--on-nonfinite stop)"
                         )
                     # no gradients at all: the step leaves every parameter as it is
                     o.optimizer.zero_grad(set_to_none=True)
@@ -1332,7 +1345,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             after_validation(validate())
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
                 progress.print(
-                    f"early stopping: {cfg.monitor} did not improve for {cfg.patience} validations"
+                    "early stopping: "
+                    f"{cfg.monitor} did not improve for {cfg.patience} validations"
                 )
                 stopping = True
         save("last")
@@ -1375,7 +1389,8 @@ def open_tensorboard(log_dir: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         print(
-            f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only"
+            f"tensorboard: cannot import it ({exc}); "
+            "pip install tensorboard; logging to metrics.csv only"
         )
         return None
     # purge_step drops events a crashed run logged after its last checkpoint

@@ -76,7 +76,8 @@ class Config:
     # optimization
     batch_size: int = option(
         256,
-        "samples per optimizer micro-step *per process*: the global batch is batch_size x world size",
+        "samples per optimizer micro-step *per process*: the global batch is "
+        "batch_size x world size",
     )
     lr: float = option(3e-3, "peak learning rate (AdamW)")
     min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
@@ -88,7 +89,8 @@ class Config:
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
     amp_dtype: str = option(
         "auto",
-        "auto (bf16 where fast, fp16 on older GPUs, off on CPUs without bf16 units) | bf16 | fp16 | off",
+        "auto (bf16 where fast, fp16 on older GPUs, "
+        "off on CPUs without bf16 units) | bf16 | fp16 | off",
     )
     # checkpoints
     ckpt_every: int = option(
@@ -232,7 +234,8 @@ class Dist:
 
 
 def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
-    """Join the process group that torchrun describes; pick this rank's device."""
+    """Join the process group that torchrun describes;
+    pick this rank's device."""
     env = os.environ
     world = Dist(
         int(env.get("RANK", 0)),
@@ -277,7 +280,8 @@ def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype 
         return torch.bfloat16
     # Without matrix units bf16 autocast is emulated and several times slower.
     say(
-        "amp: this device has no fast bf16/fp16 units; training in fp32 (force it with --amp-dtype bf16)"
+        "amp: this device has no fast bf16/fp16 units; "
+        "training in fp32 (force it with --amp-dtype bf16)"
     )
     return None
 

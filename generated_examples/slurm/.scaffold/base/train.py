@@ -603,7 +603,8 @@ def requeue_slurm_job() -> None:
         returncode = subprocess.run(["scontrol", "requeue", job]).returncode
     except FileNotFoundError:
         print(
-            "requeue: `scontrol` not found; resubmit the job yourself (it resumes from the checkpoint)"
+            "requeue: `scontrol` not found; "
+            "resubmit the job yourself (it resumes from the checkpoint)"
         )
         return
     # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
@@ -612,7 +613,8 @@ def requeue_slurm_job() -> None:
         print(f"requeue: job {job} requeued; it will resume from the checkpoint")
     else:
         print(
-            f"requeue: `scontrol requeue {job}` failed ({returncode}); resubmit the job yourself"
+            f"requeue: `scontrol requeue {job}` failed ({returncode}); "
+            "resubmit the job yourself"
         )
 
 

@@ -911,7 +911,8 @@ def open_tensorboard(log_dir: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         print(
-            f"tensorboard: cannot import it ({exc}); pip install tensorboard; logging to metrics.csv only"
+            f"tensorboard: cannot import it ({exc}); "
+            "pip install tensorboard; logging to metrics.csv only"
         )
         return None
     # purge_step drops events a crashed run logged after its last checkpoint
