@@ -77,12 +77,31 @@ import time
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._python_dispatch import TorchDispatchMode
 
 torch_imported = time.perf_counter()
 WARMUP = int(os.environ["BENCH_WARMUP"])
+COUNT = int(os.environ.get("BENCH_COUNT_STEPS", "0"))  # 0: a timed run
 steps, cpu = [], []
 usage = {}
 seen = {}
+work = {"ops": 0, "calls": 0}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations that reach the dispatcher."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        work["ops"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_calls(frame, event, arg):
+    if event in ("call", "c_call"):
+        work["calls"] += 1
+
+
+counter = OpCounter()
 
 
 def on_step(optimizer, args, kwargs):
@@ -93,6 +112,14 @@ def on_step(optimizer, args, kwargs):
         usage.setdefault("first", (ru.ru_minflt, ru.ru_stime))
         usage["last"] = (ru.ru_minflt, ru.ru_stime)
     seen["optimizer"] = optimizer
+    # a counting run: the work of COUNT whole steps after the warm-up
+    if COUNT and len(steps) == WARMUP:
+        counter.__enter__()
+        sys.setprofile(count_calls)
+    elif COUNT and len(steps) == WARMUP + COUNT:
+        sys.setprofile(None)
+        counter.__exit__(None, None, None)
+        seen["work"] = {k: v / COUNT for k, v in work.items()}
 
 
 register_optimizer_step_post_hook(on_step)
@@ -113,6 +140,7 @@ with open(os.environ["BENCH_OUT"], "w") as f:
             "cpu": cpu,
             "usage": usage,
             "weights": digest.hexdigest(),
+            "work": seen.get("work"),
         },
         f,
     )
@@ -314,12 +342,18 @@ class Program:
     def __init__(self, name: str, cwd: Path, argv: list[str], env: dict[str, str]):
         self.name, self.cwd, self.argv, self.env = name, cwd, argv, env
         self.runs: list[dict] = []
+        self.work: dict[str, float] = {}
 
-    def run(self, runner: Path, warmup: int, log_dir: Path) -> None:
+    def run(self, runner: Path, warmup: int, log_dir: Path, count_steps: int = 0) -> None:
+        """One timed run, or with count_steps one run that counts the work of
+        that many steady steps (its times, slowed by the counting, are dropped)."""
         tag = f"{self.name.replace(' ', '_').replace('/', '-')}_{len(self.runs)}"
+        if count_steps:
+            tag += "_count"
         out, log = log_dir / f"{tag}.json", log_dir / f"{tag}.log"
         argv = [a.replace("{tag}", tag) for a in self.argv]
-        env = {**self.env, "BENCH_OUT": str(out), "BENCH_WARMUP": str(warmup)}
+        env = {**self.env, "BENCH_OUT": str(out), "BENCH_WARMUP": str(warmup),
+               "BENCH_COUNT_STEPS": str(count_steps)}
         with log.open("w") as log_file:
             start = time.perf_counter()
             proc = subprocess.Popen(
@@ -332,6 +366,9 @@ class Program:
         if proc.returncode != 0:
             sys.exit(f"{self.name} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         clock = json.loads(out.read_text())
+        if count_steps:
+            self.work = clock["work"]
+            return
         steps = clock["steps"]
         steady, steady_cpu = steps[warmup - 1 :], clock["cpu"][warmup - 1 :]
         self.runs.append({
@@ -359,6 +396,8 @@ class Program:
         values = [r[key] for r in self.runs]
         return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
+
+COUNT_STEPS = 20  # steady steps whose work one extra run per program counts
 
 COLUMNS = [
     ("step_ms", "step (ms)", ".3f"),
@@ -424,6 +463,11 @@ def report(programs: list[Program], args: argparse.Namespace, lightning: bool) -
     for p in programs:
         lines.append(f"{p.name:{width}}" + "".join(f"{p.figure(key, fmt):>24}" for key, _, fmt in COLUMNS))
     print("\n".join(lines))
+    print(f"\nwork per steady step (one counting run of {COUNT_STEPS} steps each; "
+          "the same on any machine)")
+    for p in programs:
+        print(f"  {p.name:<{width}} aten ops {p.work['ops']:8.1f}   "
+              f"Python calls {p.work['calls']:9.1f}")
 
     def ratio(a: str, b: str, key: str) -> float:
         return by_name[a].median(key) / by_name[b].median(key)
@@ -449,10 +493,13 @@ def report(programs: list[Program], args: argparse.Namespace, lightning: bool) -
             "wall": ratio(a, b, "wall_s"),
             "first_step_diff_s": by_name[a].median("first_step_s") - by_name[b].median("first_step_s"),
             "weights": same_weights(a, b),
+            "ops_diff": by_name[a].work["ops"] - by_name[b].work["ops"],
+            "calls_diff": by_name[a].work["calls"] - by_name[b].work["calls"],
         }
         comparisons.append(row)
         print(f"  {row['pair']:<60} step {row['step']:.3f} (CPU {row['step_cpu']:.3f})  wall {row['wall']:.3f}  "
-              f"first step {row['first_step_diff_s']:+.2f} s  final weights {row['weights']}")
+              f"first step {row['first_step_diff_s']:+.2f} s  final weights {row['weights']}  "
+              f"per step: {row['ops_diff']:+.1f} aten ops, {row['calls_diff']:+.1f} Python calls")
 
     targets = []
     for a, b in pairs[:2]:
@@ -489,11 +536,19 @@ def markdown(programs: list[Program], summary: dict, args: argparse.Namespace, n
     ]
     for p in programs:
         out.append(f"| {p.name} | " + " | ".join(p.figure(key, fmt) for key, _, fmt in COLUMNS) + " |")
-    out += ["", "| ratio of medians | step | step CPU | wall | first step (difference) | final weights |",
-            "|---|---:|---:|---:|---:|---|"]
+    out += ["", f"Work per steady step, counted in one extra run of {COUNT_STEPS} steps per "
+            "program (aten operations that reach torch's dispatcher, Python function calls): "
+            "the same on any machine, unlike the times.", "",
+            "| program | aten ops/step | Python calls/step |", "|---|---:|---:|"]
+    for p in programs:
+        out.append(f"| {p.name} | {p.work['ops']:.1f} | {p.work['calls']:.1f} |")
+    out += ["", "| ratio of medians | step | step CPU | wall | first step (difference) | final weights "
+            "| extra aten ops/step | extra Python calls/step |",
+            "|---|---:|---:|---:|---:|---|---:|---:|"]
     for row in summary["comparisons"]:
         out.append(f"| {row['pair']} | {row['step']:.3f} | {row['step_cpu']:.3f} | {row['wall']:.3f} | "
-                   f"{row['first_step_diff_s']:+.2f} s | {row['weights']} |")
+                   f"{row['first_step_diff_s']:+.2f} s | {row['weights']} | {row['ops_diff']:+.1f} | "
+                   f"{row['calls_diff']:+.1f} |")
     out += ["", "| target | measured | met |", "|---|---:|---|"]
     for row in summary["targets"]:
         out.append(f"| {row['target']} | {row['value']} | {'yes' if row['met'] else '**no**'} |")
@@ -546,6 +601,8 @@ def main() -> None:
                 print(f"  run {repeat + 1}  {program.name:<28} step {r['step_ms']:7.3f} ms  "
                       f"first step {r['first_step_s']:5.2f} s  wall {r['wall_s']:6.2f} s  "
                       f"sys {r['sys_s']:5.2f} s", flush=True)
+        for program in programs:
+            program.run(runner, args.warmup, logs, count_steps=COUNT_STEPS)
     load_after = os.getloadavg()
     notes.append(f"load average (1 min) before/after: {load[0]:.2f} / {load_after[0]:.2f} "
                  f"on {os.cpu_count()} cores")
