@@ -227,29 +227,17 @@ class Config:
     keep_last: int = option(
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
     )
-{% if multi_optim %}
+{% set monitor = "val_mode_tv" if multi_optim else "val_acc" %}
 {% if early_stopping %}
     monitor: str = option(
-        "val_mode_tv", "validation metric that picks best.pt and drives early stopping"
+        "{{ monitor }}", "validation metric that picks best.pt and drives early stopping"
     )
 {% else %}
-    monitor: str = option("val_mode_tv", "validation metric that picks best.pt")
+    monitor: str = option("{{ monitor }}", "validation metric that picks best.pt")
 {% endif %}
     monitor_mode: str = option(
-        "min", "max | min: which direction of the monitored metric is better"
+        "{{ "min" if multi_optim else "max" }}", "max | min: which direction of the monitored metric is better"
     )
-{% else %}
-{% if early_stopping %}
-    monitor: str = option(
-        "val_acc", "validation metric that picks best.pt and drives early stopping"
-    )
-{% else %}
-    monitor: str = option("val_acc", "validation metric that picks best.pt")
-{% endif %}
-    monitor_mode: str = option(
-        "max", "max | min: which direction of the monitored metric is better"
-    )
-{% endif %}
 {% if early_stopping %}
     patience: int = option(3, "validations without improvement before stopping")
     min_delta: float = option(

@@ -16,32 +16,11 @@ import torch
 PROJECT = Path(__file__).resolve().parent.parent
 
 # a model and data set small enough for a test; any option of train.py works here
-SMALL = [
-    "--n-train",
-    "384",
-    "--n-val",
-    "64",
-    "--n-test",
-    "64",
-    "--d-model",
-    "32",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-    "--batch-size",
-    "32",
-    "--max-epochs",
-    "2",
-    "--warmup-steps",
-    "2",
-    "--log-every",
-    "4",
-    "--sanity-val-steps",
-    "0",
-    "--ckpt-every",
-    "0",
-]
+SMALL = (
+    "--n-train 384 --n-val 64 --n-test 64 --d-model 32 --n-layers 1 --n-heads 2 "
+    "--batch-size 32 --max-epochs 2 --warmup-steps 2 --log-every 4 "
+    "--sanity-val-steps 0 --ckpt-every 0"
+).split()
 
 
 def run(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
