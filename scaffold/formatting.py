@@ -14,7 +14,7 @@ black runs only where that is not known to be so:
   it is; any other (an edited template, an unlisted name) goes through black,
   whose results are kept in memory for the rest of the process.
 
-Project names: Python files are rendered with a one-character mark in place of
+Project names: files are rendered with a one-character mark in place of
 the project's name and of its slug, so one digest holds for every name, and the
 marks are replaced afterwards. The piece stays what black makes of it when each
 line holding a name still fits black's line length and does not end in
@@ -24,6 +24,7 @@ split. Otherwise the piece goes through black with the names in place.
 """
 
 import ast
+import hashlib
 import itertools
 from collections.abc import Mapping
 
@@ -62,6 +63,11 @@ def pieces_of(source: str) -> list[str]:
     """The top-level pieces of ``source`` without their trailing blank lines
     (black's join puts two back), empty pieces left out."""
     return [p.rstrip("\n") + "\n" for p in split_top_level(source) if p.strip()]
+
+
+def digest(piece: str) -> str:
+    """The registry's key for one piece of Python text."""
+    return hashlib.blake2b(piece.encode(), digest_size=8).hexdigest()
 
 
 def black_format(path: str, source: str) -> str:
@@ -109,8 +115,6 @@ def format_python(
     ``names``: {mark: name} for the marks in ``source`` (see the module's
     docstring); ``known``: digests of pieces that black leaves unchanged.
     """
-    from scaffold.registry import digest
-
     names = names or {}
     finished = []
     for piece in pieces_of(source):

@@ -15,14 +15,13 @@ Writing it runs black on each piece that is not listed yet: a few seconds after
 a small template change, a few minutes from scratch.
 """
 
-import argparse
-import hashlib
 import itertools
 import sys
 from collections.abc import Iterator
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
+
+from scaffold.formatting import black_format, digest, pieces_of
 
 REGISTRY_NAME = "formatted-pieces.txt"
 REGENERATE_COMMAND = "python -m scaffold.registry"
@@ -33,14 +32,11 @@ HEADER = (
 )
 
 
-def digest(piece: str) -> str:
-    """The registry's digest of one piece of Python text."""
-    return hashlib.blake2b(piece.encode(), digest_size=8).hexdigest()
-
-
 @cache
 def black_major() -> str:
     """Black's major version: its stable style is fixed within one."""
+    from importlib.metadata import version  # lazy: ~15 ms to import
+
     return version("black").split(".")[0]
 
 
@@ -76,7 +72,6 @@ def all_feature_sets() -> list[frozenset[str]]:
 def rendered_pieces(template_root: Path | None = None) -> Iterator[tuple[str, str]]:
     """(path, piece) for every distinct piece that some feature set renders."""
     from scaffold.errors import InvalidSpecError
-    from scaffold.formatting import pieces_of
     from scaffold.render import render_project
     from scaffold.spec import ProjectSpec
 
@@ -100,8 +95,6 @@ def registry_text(template_root: Path, trusted: frozenset[str] = frozenset()) ->
     """The registry for ``template_root``. Pieces whose digest is in ``trusted``
     are not checked again; black checks every other one. A piece that black
     would change is left out (and reported on stderr)."""
-    from scaffold.formatting import black_format
-
     digests = set()
     for path, piece in rendered_pieces(template_root):
         key = digest(piece)
@@ -114,6 +107,8 @@ def registry_text(template_root: Path, trusted: frozenset[str] = frozenset()) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from scaffold.render import template_root
 
     parser = argparse.ArgumentParser(

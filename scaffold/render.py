@@ -69,7 +69,7 @@ def render_project(
 ) -> dict[str, str]:
     """Render every file of the project for ``spec``: {relative path: text}.
 
-    ``name_marks``: Python files get scaffold.formatting's marks in place of the
+    ``name_marks``: the files get scaffold.formatting's marks in place of the
     project's name and slug (which finish_files puts back after formatting).
     """
     import jinja2  # lazy: `scaffold --help` must stay fast
@@ -89,16 +89,13 @@ def render_project(
         keep_trailing_newline=True,
         autoescape=False,
     )
-    context = {"cookiecutter": spec.cookiecutter_context()}
-    python_context = context
+    answers = spec.cookiecutter_context()
     if name_marks:
-        marks = {"project_name": NAME_MARK, "project_slug": SLUG_MARK}
-        python_context = {"cookiecutter": {**context["cookiecutter"], **marks}}
+        answers.update(project_name=NAME_MARK, project_slug=SLUG_MARK)
+    context = {"cookiecutter": answers}
     skip = excluded_files(spec)
     return {
-        path: environment.get_template(path).render(
-            python_context if path.endswith(".py") else context
-        )
+        path: environment.get_template(path).render(context)
         for path in template_files(root)
         if path not in skip
     }

@@ -16,13 +16,14 @@ from scaffold.features import FEATURES
 from scaffold.formatting import (
     NAME_MARK,
     SLUG_MARK,
+    digest,
     finish_files,
     format_python,
     pieces_of,
     split_top_level,
 )
 from scaffold.generate import build_project
-from scaffold.registry import digest, read_registry
+from scaffold.registry import read_registry
 from scaffold.render import PROJECT_DIR_NAME, render_project, template_root
 from scaffold.spec import ProjectSpec
 

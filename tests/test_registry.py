@@ -5,10 +5,10 @@ run black, slowly) and nothing else; that each listed piece is what black makes
 of it is checked by tests/test_render_matrix.py, which runs black on them all.
 """
 
+from scaffold.formatting import digest
 from scaffold.registry import (
     REGENERATE_COMMAND,
     REGISTRY_NAME,
-    digest,
     read_registry,
     rendered_pieces,
 )

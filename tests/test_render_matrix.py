@@ -24,9 +24,9 @@ import pytest
 
 from scaffold.examples import example_sets
 from scaffold.features import FEATURES
-from scaffold.formatting import LINE_LENGTH, pieces_of
+from scaffold.formatting import LINE_LENGTH, digest, pieces_of
 from scaffold.generate import build_project
-from scaffold.registry import all_feature_sets, digest, read_registry
+from scaffold.registry import all_feature_sets, read_registry
 from scaffold.render import render_project, template_root
 from scaffold.spec import ProjectSpec
 
