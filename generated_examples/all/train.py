@@ -474,8 +474,8 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
             raise ValueError(
-                "build_optimizers: "
-                f"{name!r} must name a sub-model of the model (model.{name}), once"
+                f"build_optimizers: {name!r} must name a sub-model of the model "
+                f"(model.{name}), once"
             )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -1345,8 +1345,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             after_validation(validate())
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
                 progress.print(
-                    "early stopping: "
-                    f"{cfg.monitor} did not improve for {cfg.patience} validations"
+                    f"early stopping: {cfg.monitor} did not improve "
+                    f"for {cfg.patience} validations"
                 )
                 stopping = True
         save("last")

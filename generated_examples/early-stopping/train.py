@@ -885,8 +885,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             after_validation(validate())
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
                 progress.print(
-                    "early stopping: "
-                    f"{cfg.monitor} did not improve for {cfg.patience} validations"
+                    f"early stopping: {cfg.monitor} did not improve "
+                    f"for {cfg.patience} validations"
                 )
                 stopping = True
         save("last")
