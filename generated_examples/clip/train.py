@@ -790,8 +790,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             lr = lr_at(state.step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            # the pre-clip global norm, logged; clipping does nothing useful to
-            # scaled gradients, hence after unscale_
+            # the pre-clip global norm, logged
             if cfg.clip_value > 0:
                 grads = [p.grad for p in raw_model.parameters() if p.grad is not None]
                 grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -856,12 +855,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                     fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
                     torch.cuda.reset_peak_memory_stats(device)
-                done = state.step - start_step
-                eta = (
-                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
-                )
+                spent = time.perf_counter() - t_start
+                eta = spent / (state.step - start_step) * (total_steps - state.step)
                 fields += [
-                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"elapsed {format_duration(spent)}",
                     f"eta {format_duration(eta)}",
                 ]
                 progress.update(" | ".join(fields))

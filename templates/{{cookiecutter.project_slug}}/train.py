@@ -1526,8 +1526,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     layer_norms.update(layer_grad_norms(raw_model))
 {% endif %}
 {% if clip %}
+{% if amp %}
                 # this optimizer's pre-clip norm, logged; clipping does nothing useful
                 # to scaled gradients, hence after unscale_
+{% else %}
+                # this optimizer's pre-clip norm, logged
+{% endif %}
                 if cfg.clip_value > 0:
                     grads = [p.grad for p in o.params if p.grad is not None]
                     grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -1557,9 +1561,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             if i % cfg.accumulate_steps == 0:
                 # the last window of an epoch may be shorter than accumulate_steps
                 window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
-            last_of_window = (
-                i + 1
-            ) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
+                window_end = i + window_size
+            last_of_window = i + 1 == window_end
 {% endif %}
 {% if ddp and accumulate %}
             # Gradients are all-reduced only on the last micro-batch of a window:
@@ -1612,8 +1615,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 layer_norms = layer_grad_norms(raw_model)
 {% endif %}
 {% if clip %}
+{% if amp %}
             # the pre-clip global norm, logged; clipping does nothing useful to
             # scaled gradients, hence after unscale_
+{% else %}
+            # the pre-clip global norm, logged
+{% endif %}
             if cfg.clip_value > 0:
                 grads = [p.grad for p in raw_model.parameters() if p.grad is not None]
                 grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -1737,12 +1744,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                     fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
                     torch.cuda.reset_peak_memory_stats(device)
-                done = state.step - start_step
-                eta = (
-                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
-                )
+                spent = time.perf_counter() - t_start
+                eta = spent / (state.step - start_step) * (total_steps - state.step)
                 fields += [
-                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"elapsed {format_duration(spent)}",
                     f"eta {format_duration(eta)}",
                 ]
                 progress.update(" | ".join(fields))

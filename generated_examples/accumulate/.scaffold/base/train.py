@@ -783,9 +783,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             if i % cfg.accumulate_steps == 0:
                 # the last window of an epoch may be shorter than accumulate_steps
                 window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
-            last_of_window = (
-                i + 1
-            ) % cfg.accumulate_steps == 0 or i + 1 == batches_per_epoch
+                window_end = i + window_size
+            last_of_window = i + 1 == window_end
             loss, metrics = compute_loss(model, batch)
             # mean over the window actually used, also for a short last one
             loss = loss / window_size
@@ -846,12 +845,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                     fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
                     torch.cuda.reset_peak_memory_stats(device)
-                done = state.step - start_step
-                eta = (
-                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
-                )
+                spent = time.perf_counter() - t_start
+                eta = spent / (state.step - start_step) * (total_steps - state.step)
                 fields += [
-                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"elapsed {format_duration(spent)}",
                     f"eta {format_duration(eta)}",
                 ]
                 progress.update(" | ".join(fields))

@@ -921,12 +921,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                     fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
                     torch.cuda.reset_peak_memory_stats(device)
-                done = state.step - start_step
-                eta = (
-                    (time.perf_counter() - t_start) / done * (total_steps - state.step)
-                )
+                spent = time.perf_counter() - t_start
+                eta = spent / (state.step - start_step) * (total_steps - state.step)
                 fields += [
-                    f"elapsed {format_duration(time.perf_counter() - t_start)}",
+                    f"elapsed {format_duration(spent)}",
                     f"eta {format_duration(eta)}",
                 ]
                 progress.update(" | ".join(fields))
