@@ -567,8 +567,9 @@ def main() -> None:
     parser.add_argument("--no-allocator", action="store_true", help="leave the tuned-malloc runs out")
     parser.add_argument("--markdown", type=Path, help="also write the results as a RESULTS.md section")
     args = parser.parse_args()
-    if not 1 <= args.warmup < args.steps:
-        parser.error("--warmup must be at least 1 and below --steps")
+    if not 1 <= args.warmup <= args.steps - COUNT_STEPS:
+        parser.error(f"--warmup must be at least 1 and leave {COUNT_STEPS} steps "
+                     "of --steps to count the work of")
 
     lightning = not args.no_lightning and lightning_available()
     notes = [
