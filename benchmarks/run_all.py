@@ -24,12 +24,14 @@ HERE = Path(__file__).resolve().parent
 
 FULL = {
     "cli_speed.py": ["--repeats", "10"],
-    "loop_overhead.py": ["--repeats", "7", "--steps", "1000", "--warmup", "100"],
+    "loop_overhead.py": ["--repeats", "7", "--paired-repeats", "5", "--steps", "1000",
+                         "--warmup", "100"],
     "log_every.py": ["--repeats", "3"],
 }
 QUICK = {
     "cli_speed.py": ["--repeats", "2"],
-    "loop_overhead.py": ["--repeats", "1", "--steps", "300", "--warmup", "50"],
+    "loop_overhead.py": ["--repeats", "1", "--paired-repeats", "1", "--steps", "300",
+                         "--warmup", "50"],
     "log_every.py": ["--repeats", "1", "--steps", "300", "--warmup", "100"],
 }
 
