@@ -2,10 +2,11 @@
 
     python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
 
-Runs cli_speed.py, loop_overhead.py and log_every.py one after the other, each as
-its own process exactly as it runs alone (each writes its section with
---markdown), and puts the sections under a header that names the machine (CPU
-model, cores, memory), the Python and torch versions, and the date. --quick
+Runs cli_speed.py, loop_overhead.py, log_every.py and, where torch sees a CUDA
+GPU, gpu_demo.py one after the other, each as its own process exactly as it runs
+alone (each writes its section with --markdown), and puts the sections under a
+header that names the machine (CPU model, cores, memory), the Python and torch
+versions, and the date. --quick
 runs fewer repeats and steps, for trying the scripts out: figures from it are
 too noisy to quote. For quotable figures run it on a quiet machine (the load
 average is recorded in each section).
@@ -27,13 +28,16 @@ FULL = {
     "loop_overhead.py": ["--repeats", "7", "--paired-repeats", "5", "--steps", "1000",
                          "--warmup", "100"],
     "log_every.py": ["--repeats", "3"],
+    "gpu_demo.py": [],
 }
 QUICK = {
     "cli_speed.py": ["--repeats", "2"],
     "loop_overhead.py": ["--repeats", "1", "--paired-repeats", "1", "--steps", "300",
                          "--warmup", "50"],
     "log_every.py": ["--repeats", "1", "--steps", "300", "--warmup", "100"],
+    "gpu_demo.py": ["--steps", "150", "--warmup", "50"],
 }
+NEEDS_CUDA = {"gpu_demo.py"}
 
 
 def cpu_model() -> str:
@@ -54,6 +58,11 @@ def memory_gib() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def cuda_available() -> bool:
+    probe = [sys.executable, "-c", "import sys, torch; sys.exit(not torch.cuda.is_available())"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 def versions() -> str:
@@ -90,8 +99,13 @@ def main() -> None:
     args = parser.parse_args()
 
     sections = [header(args.quick)]
+    cuda = cuda_available()
     with tempfile.TemporaryDirectory() as tmp:
         for script, script_args in (QUICK if args.quick else FULL).items():
+            if script in NEEDS_CUDA and not cuda:
+                sections.append(f"## {script}\n\nNot run: torch sees no CUDA GPU on this machine "
+                                f"(run `python benchmarks/{script}` where it does).\n")
+                continue
             section = Path(tmp) / f"{script}.md"
             argv = [sys.executable, str(HERE / script), *script_args, "--markdown", str(section)]
             print(f"$ {' '.join(argv[1:])}", flush=True)
