@@ -193,6 +193,7 @@ HANDWRITTEN = '''"""A minimal hand-written loop: the same model, data, optimizer
 
 import argparse
 import math
+import os
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -284,7 +285,8 @@ def main(argv):
                 count += n
             print(name, {key: round(value / count, 4) for key, value in sums.items()})
     Path("runs").mkdir(exist_ok=True)
-    torch.save(model.state_dict(), "runs/handwritten.pt")
+    # one file per process: a paired run starts this loop twice in one directory
+    torch.save(model.state_dict(), f"runs/handwritten_{os.getpid()}.pt")
 '''
 
 LIGHTNING = '''"""The same model and steps as a LightningModule under pytorch_lightning.Trainer."""
