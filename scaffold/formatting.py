@@ -90,8 +90,7 @@ def _unmark(piece: str, names: Mapping[str, str]) -> str | None:
     lines = piece.split("\n")
     for i, line in enumerate(lines):
         if any(mark in line for mark in names):
-            for mark, name in names.items():
-                line = line.replace(mark, name)
+            line = _unmark_all(line, names)
             if len(line) > LINE_LENGTH or line != line.rstrip():
                 return None
             lines[i] = line

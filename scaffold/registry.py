@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path} is current.")
         return 0
     path.write_text(text, encoding="utf-8")
-    print(f"wrote {path} ({len(text.splitlines()) - 4} pieces)")
+    print(f"wrote {path} ({len(read_registry(root))} pieces)")
     return 0
 
 
