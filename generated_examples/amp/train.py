@@ -654,9 +654,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
     optimizer = build_optimizer(raw_model, cfg)
-    amp_dtype = pick_amp_dtype(
-        cfg.amp_dtype, device, say=progress.print
-    )  # says it on rank 0 only
+    # say=progress.print: a notice about the dtype appears once, on rank 0
+    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)
     autocast = (
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     )
@@ -897,8 +896,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 save(f"step_{state.step:08d}")
                 if writes:
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
-            flags = [STOP["stop"]]
-            if any(flags) and not stopping:
+            if STOP["stop"] and not stopping:
                 save("last")
                 progress.print(
                     f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"

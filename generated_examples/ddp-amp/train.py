@@ -710,9 +710,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
     optimizer = build_optimizer(raw_model, cfg)
-    amp_dtype = pick_amp_dtype(
-        cfg.amp_dtype, device, say=progress.print
-    )  # says it on rank 0 only
+    # say=progress.print: a notice about the dtype appears once, on rank 0
+    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)
     autocast = (
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     )

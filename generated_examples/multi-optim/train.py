@@ -941,8 +941,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 save(f"step_{state.step:08d}")
                 if writes:
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
-            flags = [STOP["stop"]]
-            if any(flags) and not stopping:
+            if STOP["stop"] and not stopping:
                 save("last")
                 progress.print(
                     f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"

@@ -1138,9 +1138,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     optimizer = build_optimizer(raw_model, cfg)
 {% endif %}
 {% if amp %}
-    amp_dtype = pick_amp_dtype(
-        cfg.amp_dtype, device, say=progress.print
-    )  # says it on rank 0 only
+    # say=progress.print: a notice about the dtype appears once, on rank 0
+    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)
     autocast = (
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     )
@@ -1778,6 +1777,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 save(f"step_{state.step:08d}")
                 if writes:
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
+{% if slurm or ddp %}
             flags = [STOP["stop"]{% if slurm %}, STOP["requeue"]{% endif %}]
 {% if ddp %}
             if world.world_size > 1:
@@ -1787,6 +1787,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 flags = [bool(flag) for flag in agreed.tolist()]
 {% endif %}
             if any(flags) and not stopping:
+{% else %}
+            if STOP["stop"] and not stopping:
+{% endif %}
 {% if slurm %}
                 stop, requeue = flags
 {% endif %}

@@ -62,9 +62,8 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     )
     middle = tmp_path / "straight" / "checkpoints" / "step_00000006.pt"
     run("--run-dir", str(tmp_path / "resumed"), "--resume", str(middle))
-    straight, resumed = final_weights(tmp_path / "straight"), final_weights(
-        tmp_path / "resumed"
-    )
+    straight = final_weights(tmp_path / "straight")
+    resumed = final_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
