@@ -82,6 +82,10 @@ EXPLANATIONS: dict[str, Explanation] = {
                 "--dist-timeout-s",
                 "seconds a collective may wait before the job fails (a dead rank)",
             ),
+            (
+                "--find-unused-parameters",
+                "let DDP allow parameters that some batches leave without gradient",
+            ),
         ),
         traps=(
             (
@@ -98,6 +102,13 @@ EXPLANATIONS: dict[str, Explanation] = {
                 "Validation metrics are reduced as sums of value x count and counts, "
                 "never as a mean of per-rank means (which weights a short last shard "
                 "wrongly); every rank reaches that collective."
+            ),
+            (
+                "A parameter that gets no gradient in a step (a branch some batches "
+                "skip) leaves DDP waiting for it and the ranks' collectives out of "
+                "step; the loop names such parameters before the next collective and "
+                "points at `--find-unused-parameters`, instead of DDP's long error "
+                "one step later."
             ),
             (
                 "Decisions are collective: a stop signal may reach the ranks at "
@@ -290,8 +301,8 @@ EXPLANATIONS: dict[str, Explanation] = {
             "Training on after validation has stopped improving wastes compute. Early "
             "stopping ends the run after `--patience` validations without an "
             "improvement larger than `--min-delta` in the monitored metric "
-            "(`--monitor`, `--monitor-mode`); best.pt keeps the best weights either "
-            "way, and the final test uses them."
+            "(`--monitor-metric`, `--monitor-mode`); best.pt keeps the best weights "
+            "either way, and the final test uses them."
         ),
         where=(
             Location(

@@ -147,7 +147,7 @@ class Run:
 
 CONTROL_JOBS = [
     job("val_every_3", "--val-every-epochs 3 --max-epochs 4"),
-    job("val_half_epoch", "--val-check-interval 0.5 --monitor val_loss"),
+    job("val_half_epoch", "--val-check-interval 0.5"),
     job("val_3_steps", "--val-check-interval 3"),
     job("limit_train_half", "--limit-train-batches 0.5"),
     job("limit_train_5", "--limit-train-batches 5"),
@@ -167,12 +167,12 @@ CONTROL_JOBS = [
     # no change of val_loss can be larger than min_delta
     job(
         "es_min_delta",
-        "--monitor val_loss --monitor-mode min --min-delta 1e9 --patience 2 --max-epochs 10",
+        "--monitor-mode min --min-delta 1e9 --patience 2 --max-epochs 10",
     ),
     # worst-is-best: val_loss with mode max keeps an early checkpoint as best.pt
     job(
         "best_max_loss",
-        "--monitor val_loss --monitor-mode max --val-check-interval 0.5",
+        "--monitor-metric val_loss --monitor-mode max --val-check-interval 0.5",
     ),
     # each logged row covers one step, so its lr is that step's
     job("schedule", "--log-every 1 --max-epochs 1"),

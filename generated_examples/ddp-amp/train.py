@@ -99,9 +99,10 @@ class Config:
     keep_last: int = option(
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
     )
-    monitor: str = option("val_acc", "validation metric that picks best.pt")
+    # val_loss: every model has it (the demo's val_acc is worth a look too)
+    monitor_metric: str = option("val_loss", "validation metric that picks best.pt")
     monitor_mode: str = option(
-        "max", "max | min: which direction of the monitored metric is better"
+        "min", "min | max: which direction of the monitored metric is better"
     )
     # validation and test
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
@@ -135,6 +136,9 @@ class Config:
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
     )
+    find_unused_parameters: bool = option(
+        False, "let DDP allow parameters that some batches leave without gradient"
+    )
     # model and data (read by model.py / data.py; add your own fields here)
     n_digits: int = option(3, "digits per operand of the addition task")
     n_train: int = option(40000, "training problems")
@@ -155,7 +159,10 @@ def fraction_or_count(value: float, total: int) -> int:
 
 def parse_config(argv=None) -> Config:
     """Build a Config from the command line; bad values fail here, before training."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviations: `--lr` must never quietly stand for another option.
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or f.type == "bool":
@@ -209,6 +216,13 @@ def parse_config(argv=None) -> Config:
         problems.append(
             f"--amp-dtype must be auto, bf16, fp16 or off, not {cfg.amp_dtype!r}"
         )
+    try:
+        device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
+    except RuntimeError:
+        problems.append(f"--device {cfg.device}: not auto, cpu, cuda, cuda:N or mps")
+    else:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
     if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
         problems.append(f"--resume {cfg.resume}: no such checkpoint file")
     if problems:
@@ -382,6 +396,69 @@ def batch_len(batch) -> int:
     while not isinstance(batch, torch.Tensor):
         batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
     return len(batch)
+
+
+# -----------------------------------------------------------------------------
+# the contract with model.py and data.py: a mistake there is one line, at once
+
+
+class ContractError(Exception):
+    """model.py or data.py does not return what train.py relies on (see README)."""
+
+
+def describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def checked_datasets(datasets) -> tuple[Dataset, Dataset, Dataset]:
+    """build_datasets' (train, val, test): three map-style datasets."""
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 3:
+        raise ContractError(
+            "data.build_datasets must return (train, val, test) datasets, "
+            f"not {describe(datasets)}"
+        )
+    for split, dataset in zip(("train", "val", "test"), datasets):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise ContractError(
+                f"data.build_datasets: the {split} dataset ({describe(dataset)}) "
+                "needs __len__ and __getitem__, as a map-style Dataset has"
+            )
+    return tuple(datasets)
+
+
+def checked_loss(result, loss_name: str = "loss") -> tuple[torch.Tensor, dict]:
+    """compute_loss's (loss, metrics), the metrics as detached scalar tensors,
+    the loss among them as `loss_name`: every model reports its loss."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ContractError(
+            f"model.compute_loss must return (loss, metrics), not {describe(result)}"
+        )
+    loss, metrics = result
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ContractError(
+            "model.compute_loss: the loss must be a scalar tensor (the batch mean), "
+            f"not {describe(loss)}"
+        )
+    if not isinstance(metrics, dict):
+        raise ContractError(
+            f"model.compute_loss: the metrics must be a dict, not {describe(metrics)}"
+        )
+    checked = {}
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = torch.tensor(float(value), device=loss.device)
+        elif not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise ContractError(
+                f"model.compute_loss: metric {name!r} must be a number or a scalar "
+                f"tensor, not {describe(value)}"
+            )
+        checked[name] = value.detach()
+    checked[loss_name] = loss.detach()
+    return loss, checked
 
 
 # -----------------------------------------------------------------------------
@@ -644,7 +721,8 @@ def evaluate(
         batch = move_to(batch, device)
         n = batch_len(batch)
         with autocast:
-            _, metrics = compute_loss(model, batch)
+            result = compute_loss(model, batch)
+        _, metrics = checked_loss(result)
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.detach().float() * n
         count += n
@@ -678,7 +756,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
-    best: float | None = None  # best value of cfg.monitor so far
+    best: float | None = None  # best value of cfg.monitor_metric so far
 
 
 def main(argv=None) -> int:
@@ -686,6 +764,8 @@ def main(argv=None) -> int:
     world, device = setup_distributed(cfg)
     try:
         return train(cfg, world, device)
+    except ContractError as exc:
+        sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -705,7 +785,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     # Same seed on every rank for an identical model initialisation...
     seed_everything(cfg.seed)
-    train_set, val_set, test_set = build_datasets(cfg)
+    train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
@@ -757,8 +837,15 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = raw_model
     if world.world_size > 1:
         model = DDP(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+            raw_model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters,
         )
+    # Without find_unused_parameters, a parameter that gets no gradient in a step
+    # leaves DDP waiting for it and the ranks' collectives out of step: the loop
+    # checks, and names it, before the next collective.
+    check_all_used = world.world_size > 1 and not cfg.find_unused_parameters
+    trainable = [(n, p) for n, p in raw_model.named_parameters() if p.requires_grad]
 
     # the length of training, in optimizer steps
     batches_per_epoch = fraction_or_count(
@@ -838,22 +925,24 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         )
         log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
-        if cfg.monitor not in metrics:
-            raise KeyError(
-                f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}"
-            )
-        value = metrics[cfg.monitor]
+        value = metrics[cfg.monitor_metric]
         sign = 1 if cfg.monitor_mode == "max" else -1
         if state.best is None or sign * (value - state.best) > 0:
             state.best = value
             save("best")
 
+    # Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    # hours of training (one batch when the sanity check is off). Evaluation
+    # draws no random numbers, so the training RNG stream is untouched.
+    sanity = validate(cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and checkpoint is None:
-        # Catches evaluation bugs before hours of training. Evaluation draws no
-        # random numbers, so the training RNG stream is untouched.
-        sanity = validate(cfg.sanity_val_steps)
         progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
+        )
+    if cfg.monitor_metric not in sanity:
+        sys.exit(
+            f"--monitor-metric {cfg.monitor_metric}: validation reports "
+            f"{', '.join(sorted(sanity))}"
         )
 
     model.train()
@@ -869,6 +958,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     stopping = state.step >= total_steps
     while not stopping and state.epoch < cfg.max_epochs:
         epoch = state.epoch
+        if hasattr(train_set, "set_epoch"):
+            # for augmentation drawn from a generator seeded by (seed, epoch,
+            # index): a resumed run then sees the same samples (README)
+            train_set.set_epoch(epoch)
         loader = make_loader(
             train_set,
             cfg,
@@ -882,7 +975,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 break
             batch = move_to(batch, device)
             with autocast:
-                loss, metrics = compute_loss(model, batch)
+                result = compute_loss(model, batch)
+            loss, metrics = checked_loss(result)
             scaler.scale(loss).backward()
             for name, value in metrics.items():
                 log_sums[name] = log_sums.get(name, 0) + value.detach().float()
@@ -891,6 +985,14 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             state.batch_in_epoch = i + 1
 
             # --- the optimizer step (natural place for gradient surgery) ---
+            if check_all_used:
+                unused = [name for name, p in trainable if p.grad is None]
+                if unused:
+                    raise ContractError(
+                        f"model: no gradient reached {', '.join(unused)} at step "
+                        f"{state.step}; if some batches leave them unused, pass "
+                        "--find-unused-parameters"
+                    )
             lr = lr_at(state.step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr

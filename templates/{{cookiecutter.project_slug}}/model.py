@@ -78,7 +78,11 @@ def build_optimizers(model: GAN, cfg):
 
 
 def compute_loss(model: GAN, batch, name: str):
-    """The loss of optimizer `name`, with detached metrics (no `.item()` here)."""
+    """The loss of optimizer `name`, with detached metrics (no `.item()` here).
+
+    train.py logs the loss itself as loss_<name>, and validation reports
+    val_loss_<name> and their sum, val_loss.
+    """
     x, z = batch
     if name == "discriminator":
         # Real points should score 1, generated ones 0. The generator only
@@ -98,7 +102,7 @@ def compute_loss(model: GAN, batch, name: str):
         accuracy = (
             (real_logits > 0).float().mean() + (fake_logits < 0).float().mean()
         ) / 2
-        return loss, {"d_loss": loss.detach(), "d_acc": accuracy}
+        return loss, {"d_acc": accuracy}
     if name == "generator":
         # The non-saturating loss: make the discriminator call the samples
         # real. Minimising log(1 - D(G(z))) instead has a vanishing gradient
@@ -109,7 +113,7 @@ def compute_loss(model: GAN, batch, name: str):
             fake_logits, torch.ones_like(fake_logits)
         )
         quality = sample_quality(fake.detach().float(), model.centres, model.mode_std)
-        return loss, {"g_loss": loss.detach(), **quality}
+        return loss, quality
     raise ValueError(f"compute_loss: no loss for optimizer {name!r}")
 
 
@@ -315,15 +319,15 @@ def build_model(cfg) -> Adder:
 def compute_loss(model: nn.Module, batch):
     """Cross-entropy over all answer digits, plus accuracy metrics.
 
-    Returns the loss to backpropagate and a dict of detached scalar tensors.
-    Nothing here calls `.item()`, so the device never has to wait on the host.
+    Returns the loss to backpropagate and a dict of detached scalar tensors
+    (train.py reports the loss itself: loss, val_loss, test_loss). Nothing
+    here calls `.item()`, so the device never has to wait on the host.
     """
     x, y = batch
     logits = model(x)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
     correct = logits.argmax(dim=-1) == y
     metrics = {
-        "loss": loss.detach(),
         # A sum is right only if every digit is: this is the number to watch.
         "acc": correct.all(dim=-1).float().mean(),
         # Per-digit accuracy rises long before `acc` does; it shows progress

@@ -15,10 +15,11 @@
 {% macro forward_backward() %}
 {% if amp %}
 with autocast:
-    loss, metrics = compute_loss(model, batch)
+    result = compute_loss(model, batch)
 {% else %}
-loss, metrics = compute_loss(model, batch)
+result = compute_loss(model, batch)
 {% endif %}
+loss, metrics = checked_loss(result)
 {% if accumulate %}
 # mean over the window actually used, also for a short last one
 loss = loss / window_size
@@ -32,10 +33,11 @@ loss.backward()
 {% macro multi_forward_backward(batch) %}
 {% if amp %}
 with autocast:
-    loss, metrics = compute_loss(model, {{ batch }}, o.name)
+    result = compute_loss(model, {{ batch }}, o.name)
 {% else %}
-loss, metrics = compute_loss(model, {{ batch }}, o.name)
+result = compute_loss(model, {{ batch }}, o.name)
 {% endif %}
+loss, metrics = checked_loss(result, f"loss_{o.name}")
 {% if accumulate %}
 loss = loss / len(window)  # the window actually used
 {% endif %}
@@ -227,16 +229,16 @@ class Config:
     keep_last: int = option(
         3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
     )
-{% set monitor = "val_mode_tv" if multi_optim else "val_acc" %}
+    # val_loss: every model has it (the demo's val_acc is worth a look too)
 {% if early_stopping %}
-    monitor: str = option(
-        "{{ monitor }}", "validation metric that picks best.pt and drives early stopping"
+    monitor_metric: str = option(
+        "val_loss", "validation metric that picks best.pt and drives early stopping"
     )
 {% else %}
-    monitor: str = option("{{ monitor }}", "validation metric that picks best.pt")
+    monitor_metric: str = option("val_loss", "validation metric that picks best.pt")
 {% endif %}
     monitor_mode: str = option(
-        "{{ "min" if multi_optim else "max" }}", "max | min: which direction of the monitored metric is better"
+        "min", "min | max: which direction of the monitored metric is better"
     )
 {% if early_stopping %}
     patience: int = option(3, "validations without improvement before stopping")
@@ -282,6 +284,9 @@ class Config:
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
     )
+    find_unused_parameters: bool = option(
+        False, "let DDP allow parameters that some batches leave without gradient"
+    )
 {% endif %}
     # model and data (read by model.py / data.py; add your own fields here)
 {% if multi_optim %}
@@ -321,7 +326,10 @@ def fraction_or_count(value: float, total: int) -> int:
 
 def parse_config(argv=None) -> Config:
     """Build a Config from the command line; bad values fail here, before training."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviations: `--lr` must never quietly stand for another option.
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or f.type == "bool":
@@ -401,6 +409,13 @@ def parse_config(argv=None) -> Config:
             f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}"
         )
 {% endif %}
+    try:
+        device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
+    except RuntimeError:
+        problems.append(f"--device {cfg.device}: not auto, cpu, cuda, cuda:N or mps")
+    else:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
     if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
         problems.append(f"--resume {cfg.resume}: no such checkpoint file")
     if problems:
@@ -588,6 +603,69 @@ def batch_len(batch) -> int:
 
 
 # -----------------------------------------------------------------------------
+# the contract with model.py and data.py: a mistake there is one line, at once
+
+
+class ContractError(Exception):
+    """model.py or data.py does not return what train.py relies on (see README)."""
+
+
+def describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def checked_datasets(datasets) -> tuple[Dataset, Dataset, Dataset]:
+    """build_datasets' (train, val, test): three map-style datasets."""
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 3:
+        raise ContractError(
+            "data.build_datasets must return (train, val, test) datasets, "
+            f"not {describe(datasets)}"
+        )
+    for split, dataset in zip(("train", "val", "test"), datasets):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise ContractError(
+                f"data.build_datasets: the {split} dataset ({describe(dataset)}) "
+                "needs __len__ and __getitem__, as a map-style Dataset has"
+            )
+    return tuple(datasets)
+
+
+def checked_loss(result, loss_name: str = "loss") -> tuple[torch.Tensor, dict]:
+    """compute_loss's (loss, metrics), the metrics as detached scalar tensors,
+    the loss among them as `loss_name`: every model reports its loss."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ContractError(
+            f"model.compute_loss must return (loss, metrics), not {describe(result)}"
+        )
+    loss, metrics = result
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ContractError(
+            "model.compute_loss: the loss must be a scalar tensor (the batch mean), "
+            f"not {describe(loss)}"
+        )
+    if not isinstance(metrics, dict):
+        raise ContractError(
+            f"model.compute_loss: the metrics must be a dict, not {describe(metrics)}"
+        )
+    checked = {}
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = torch.tensor(float(value), device=loss.device)
+        elif not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise ContractError(
+                f"model.compute_loss: metric {name!r} must be a number or a scalar "
+                f"tensor, not {describe(value)}"
+            )
+        checked[name] = value.detach()
+    checked[loss_name] = loss.detach()
+    return loss, checked
+
+
+# -----------------------------------------------------------------------------
 # optimization
 
 
@@ -614,20 +692,21 @@ def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Opti
     for name, optimizer, every in optimizers:
         part = getattr(model, name, None)
         if not isinstance(part, torch.nn.Module) or name in checked:
-            raise ValueError(
-                f"build_optimizers: {name!r} must name a sub-model of the model "
+            raise ContractError(
+                f"model.build_optimizers: {name!r} must name a sub-model of the model "
                 f"(model.{name}), once"
             )
         params = [p for p in part.parameters() if p.requires_grad]
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if held != {id(p) for p in params} or held & seen:
-            raise ValueError(
-                f"build_optimizers: the {name!r} optimizer must hold exactly the "
+            raise ContractError(
+                f"model.build_optimizers: the {name!r} optimizer must hold exactly the "
                 f"trainable parameters of model.{name}, shared with no other optimizer"
             )
         if every < 1:
-            raise ValueError(
-                f"build_optimizers: {name!r} steps every {every} steps; it must be >= 1"
+            raise ContractError(
+                f"model.build_optimizers: {name!r} steps every {every} steps; "
+                "it must be >= 1"
             )
         for group in optimizer.param_groups:
             # the LR it was built with: the peak of its schedule (saved in its state)
@@ -1003,15 +1082,21 @@ def evaluate(
         for name in optimizer_names:
 {% if amp %}
             with autocast:
-                metrics.update(compute_loss(model, batch, name)[1])
+                result = compute_loss(model, batch, name)
 {% else %}
-            metrics.update(compute_loss(model, batch, name)[1])
+            result = compute_loss(model, batch, name)
 {% endif %}
-{% elif amp %}
-        with autocast:
-            _, metrics = compute_loss(model, batch)
+            metrics.update(checked_loss(result, f"loss_{name}")[1])
+        # their sum: the one loss that every model with these optimizers has
+        metrics["loss"] = sum(metrics[f"loss_{name}"] for name in optimizer_names)
 {% else %}
-        _, metrics = compute_loss(model, batch)
+{% if amp %}
+        with autocast:
+            result = compute_loss(model, batch)
+{% else %}
+        result = compute_loss(model, batch)
+{% endif %}
+        _, metrics = checked_loss(result)
 {% endif %}
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.detach().float() * n
@@ -1081,7 +1166,7 @@ class TrainState:
     step: int = 0  # {{ steps }} taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
-    best: float | None = None  # best value of cfg.monitor so far
+    best: float | None = None  # best value of cfg.monitor_metric so far
 {% if multi_optim %}
     # each optimizer's own steps, by name: the position of its LR schedule
     optimizer_steps: dict[str, int] = field(default_factory=dict)
@@ -1097,11 +1182,16 @@ def main(argv=None) -> int:
     world, device = setup_distributed(cfg)
     try:
         return train(cfg, world, device)
+    except ContractError as exc:
+        sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 {% else %}
-    return train(cfg, Dist(), pick_device(cfg.device))
+    try:
+        return train(cfg, Dist(), pick_device(cfg.device))
+    except ContractError as exc:
+        sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
 {% endif %}
 
 
@@ -1128,7 +1218,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     # Same seed on every rank for an identical model initialisation...
     seed_everything(cfg.seed)
-    train_set, val_set, test_set = build_datasets(cfg)
+    train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
@@ -1225,7 +1315,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     if world.world_size > 1:
         ddp_parts = {
             name: DDP(
-                part, device_ids=[device.index] if device.type == "cuda" else None
+                part,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
             )
             for name, part in parts.items()
         }
@@ -1244,8 +1336,15 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = raw_model
     if world.world_size > 1:
         model = DDP(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+            raw_model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters,
         )
+    # Without find_unused_parameters, a parameter that gets no gradient in a step
+    # leaves DDP waiting for it and the ranks' collectives out of step: the loop
+    # checks, and names it, before the next collective.
+    check_all_used = world.world_size > 1 and not cfg.find_unused_parameters
+    trainable = [(n, p) for n, p in raw_model.named_parameters() if p.requires_grad]
 {% if accumulate %}
     ddp_model = model  # for no_sync(){% if compile %}, which the compiled wrapper hides{% endif %}
 
@@ -1391,11 +1490,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         )
         log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
-        if cfg.monitor not in metrics:
-            raise KeyError(
-                f"--monitor {cfg.monitor} is not a validation metric: {sorted(metrics)}"
-            )
-        value = metrics[cfg.monitor]
+        value = metrics[cfg.monitor_metric]
         sign = 1 if cfg.monitor_mode == "max" else -1
 {% if early_stopping %}
         if state.best is None or sign * (value - state.best) > cfg.min_delta:
@@ -1407,12 +1502,18 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             state.best = value
             save("best")
 
+    # Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    # hours of training (one batch when the sanity check is off). Evaluation
+    # draws no random numbers, so the training RNG stream is untouched.
+    sanity = validate(cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and checkpoint is None:
-        # Catches evaluation bugs before hours of training. Evaluation draws no
-        # random numbers, so the training RNG stream is untouched.
-        sanity = validate(cfg.sanity_val_steps)
         progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
+        )
+    if cfg.monitor_metric not in sanity:
+        sys.exit(
+            f"--monitor-metric {cfg.monitor_metric}: validation reports "
+            f"{', '.join(sorted(sanity))}"
         )
 
     model.train()
@@ -1434,6 +1535,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     stopping = state.step >= total_steps
     while not stopping and state.epoch < cfg.max_epochs:
         epoch = state.epoch
+        if hasattr(train_set, "set_epoch"):
+            # for augmentation drawn from a generator seeded by (seed, epoch,
+            # index): a resumed run then sees the same samples (README)
+            train_set.set_epoch(epoch)
         loader = make_loader(
             train_set,
             cfg,
@@ -1508,7 +1613,13 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if debug %}
                 # before any clipping, which would spread one layer's NaN to all;
                 # only this optimizer's parameters have gradients now
+{% if amp %}
+                # fp16: overflowed gradients are GradScaler's business (it skips the
+                # step and lowers the scale); a NaN loss still stops at the next log
+                bad = [] if scalers[o.name].is_enabled() else nonfinite_grads(raw_model)
+{% else %}
                 bad = nonfinite_grads(raw_model)
+{% endif %}
                 if bad:
                     progress.print(
                         f"step {state.step} ({o.name}): "
@@ -1583,6 +1694,16 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% endif %}
 
             # --- the optimizer step (natural place for gradient surgery) ---
+{% if ddp %}
+            if check_all_used:
+                unused = [name for name, p in trainable if p.grad is None]
+                if unused:
+                    raise ContractError(
+                        f"model: no gradient reached {', '.join(unused)} at step "
+                        f"{state.step}; if some batches leave them unused, pass "
+                        "--find-unused-parameters"
+                    )
+{% endif %}
             lr = lr_at(state.step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -1818,7 +1939,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% if early_stopping %}
             if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
                 progress.print(
-                    f"early stopping: {cfg.monitor} did not improve "
+                    f"early stopping: {cfg.monitor_metric} did not improve "
                     f"for {cfg.patience} validations"
                 )
                 stopping = True

@@ -77,7 +77,11 @@ def build_optimizers(model: GAN, cfg):
 
 
 def compute_loss(model: GAN, batch, name: str):
-    """The loss of optimizer `name`, with detached metrics (no `.item()` here)."""
+    """The loss of optimizer `name`, with detached metrics (no `.item()` here).
+
+    train.py logs the loss itself as loss_<name>, and validation reports
+    val_loss_<name> and their sum, val_loss.
+    """
     x, z = batch
     if name == "discriminator":
         # Real points should score 1, generated ones 0. The generator only
@@ -97,7 +101,7 @@ def compute_loss(model: GAN, batch, name: str):
         accuracy = (
             (real_logits > 0).float().mean() + (fake_logits < 0).float().mean()
         ) / 2
-        return loss, {"d_loss": loss.detach(), "d_acc": accuracy}
+        return loss, {"d_acc": accuracy}
     if name == "generator":
         # The non-saturating loss: make the discriminator call the samples
         # real. Minimising log(1 - D(G(z))) instead has a vanishing gradient
@@ -108,7 +112,7 @@ def compute_loss(model: GAN, batch, name: str):
             fake_logits, torch.ones_like(fake_logits)
         )
         quality = sample_quality(fake.detach().float(), model.centres, model.mode_std)
-        return loss, {"g_loss": loss.detach(), **quality}
+        return loss, quality
     raise ValueError(f"compute_loss: no loss for optimizer {name!r}")
 
 
