@@ -145,6 +145,10 @@ class Run:
 # -----------------------------------------------------------------------------
 # proof 5: validation, limit and epoch controls (one process for all of them)
 
+# Without a sanity check, train.py still evaluates one validation batch before
+# step 1, to learn the metric names and check --monitor-metric against them.
+METRIC_CHECK = 1
+
 CONTROL_JOBS = [
     job("val_every_3", "--val-every-epochs 3 --max-epochs 4"),
     job("val_half_epoch", "--val-check-interval 0.5"),
@@ -239,8 +243,9 @@ def test_val_check_interval_fraction_validates_inside_the_epoch(controls):
     run = controls["val_half_epoch"]
     half = BATCHES_PER_EPOCH // 2
     assert run.val_steps() == [half, 2 * half, 3 * half, 4 * half]
-    # each pass sees the whole validation set; then the final pass and the test
-    assert run.passes(1) == [VAL_BATCHES] * 5
+    # the metric check (one batch, before step 1), passes over the whole
+    # validation set, then the final pass and the test
+    assert run.passes(1) == [METRIC_CHECK] + [VAL_BATCHES] * 5
     assert run.passes(2) == [TEST_BATCHES]
 
 
@@ -270,9 +275,10 @@ def test_evaluation_runs_in_eval_mode_without_grad_and_training_resumes_in_train
     training = [c for c in calls if c[2] == 0]
     assert evaluation and all(c[0] == 0 and c[1] == 0 for c in evaluation)
     assert training and all(c[0] == 1 and c[1] == 1 for c in training)
-    # training batches follow validation passes inside an epoch
+    # training batches follow the metric check, then validation passes inside
+    # an epoch
     kinds = "".join("t" if c[2] == 0 else "e" for c in calls)
-    assert kinds.count("et") == 3
+    assert kinds.startswith("et") and kinds.count("et") == 4
 
 
 def test_limit_train_batches_fraction_and_count(controls):
@@ -288,11 +294,12 @@ def test_limit_train_batches_fraction_and_count(controls):
 
 def test_limit_val_and_test_batches_fraction_and_count(controls):
     run = controls["limit_val"]
-    assert run.passes(1) == [2, 2, 2]  # two epoch-end passes and the final one
+    # the metric check, two epoch-end passes and the final one
+    assert run.passes(1) == [METRIC_CHECK, 2, 2, 2]
     assert run.passes(2) == [2]
     run = controls["limit_val_half"]
     half_val, half_test = int(VAL_BATCHES * 0.5), int(TEST_BATCHES * 0.5)
-    assert run.passes(1) == [half_val] * 3
+    assert run.passes(1) == [METRIC_CHECK] + [half_val] * 3
     assert run.passes(2) == [half_test]
     # the limited passes see the first samples, in order
     first = run.batches(1)[0]
@@ -323,7 +330,8 @@ def test_sanity_val_steps_run_before_training_without_touching_the_training_rng(
     with_sanity, without = controls["sanity_2"], controls["sanity_0"]
     first_train = next(i for i, c in enumerate(with_sanity.batches()) if c[2] == 0)
     assert [c[2] for c in with_sanity.batches()[:first_train]] == [1, 1]
-    assert next(c[2] for c in without.batches()) == 0
+    # without it, one validation batch still checks --monitor-metric
+    assert [c[2] for c in without.batches()[:2]] == [1, 0]
     # dropout draws from the training RNG stream: equal weights prove it untouched
     a, b = with_sanity.checkpoint()["model"], without.checkpoint()["model"]
     assert a.keys() == b.keys()
@@ -334,7 +342,8 @@ def test_fast_dev_run_runs_two_batches_of_each_split_and_writes_nothing(controls
     run = controls["fast_dev_run"]
     assert not run.dir.exists()
     assert len(run.batches(0)) == 2
-    assert run.passes(1) == [2, 2]  # end of the epoch, then the final pass
+    # the metric check, the end of the epoch, then the final pass
+    assert run.passes(1) == [METRIC_CHECK, 2, 2]
     assert run.passes(2) == [2]
 
 
@@ -343,7 +352,8 @@ def test_overfit_batches_trains_and_validates_on_the_same_few_batches(controls):
     tags = {t for c in run.batches(0) for t in (c[4], c[5])}
     assert max(tags) < 2 * BATCH  # the first 2 batches only
     assert not run.batches(1)  # validation passes, too, use the training batches
-    assert run.passes(0) == [2] * 41  # 40 epoch ends and the final pass
+    # the metric check, 40 epoch ends and the final pass
+    assert run.passes(0) == [METRIC_CHECK] + [2] * 41
     losses = run.train_losses()
     assert losses[-1] < 0.05 * losses[0], losses
     assert float(run.rows[-2]["val_loss"]) < 0.05 * losses[0]

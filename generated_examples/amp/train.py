@@ -734,6 +734,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     optimizer = build_optimizer(raw_model, cfg)
     # say=progress.print: a notice about the dtype appears once, on rank 0
     amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)
+    if amp_dtype is not None:
+        progress.print(f"amp: autocast to {str(amp_dtype).removeprefix('torch.')}")
     autocast = (
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     )
