@@ -6,6 +6,7 @@ in ``run_command``; set ``SCAFFOLD_DEBUG=1`` to see the traceback instead.
 
 import inspect
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,7 +87,7 @@ def new_project(path: Path, yes: bool, force: bool, **chosen: bool) -> None:
         spec = create_project(path, features, force=force)
         typer.echo(f"Created {path} ({len(spec.features)} feature(s)).")
         typer.echo(f"To repeat: {spec.command_line(path)}")
-        typer.echo(f"Next: cd {path} && python train.py")
+        typer.echo(f"Next: cd {shlex.quote(str(path))} && python train.py")
 
 
 def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:

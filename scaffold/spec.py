@@ -2,12 +2,17 @@
 
 import keyword
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaffold.errors import InvalidSpecError
 from scaffold.features import FEATURES, FEATURES_BY_NAME
+
+# The project name is also its directory's name: most file systems (ext4, xfs,
+# APFS, NTFS) allow at most 255 bytes in one name.
+MAX_NAME_BYTES = 255
 
 
 def slugify(name: str) -> str:
@@ -22,6 +27,11 @@ def check_project_name(name: str) -> str:
     if name in {".", ".."} or "/" in name or "\\" in name:
         raise InvalidSpecError(
             f"project name {name!r} must be a single directory name, not a path"
+        )
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidSpecError(
+            f"project name is {len(name.encode())} bytes long; a directory name "
+            f"holds at most {MAX_NAME_BYTES}"
         )
     slug = slugify(name)
     if not slug.isidentifier() or not slug.isascii():
@@ -86,10 +96,10 @@ class ProjectSpec:
         return context
 
     def command_line(self, path: Path | str | None = None) -> str:
-        """The `scaffold new` command that reproduces this spec."""
-        flags = " ".join(f"--{name}" for name in self.sorted_features())
+        """The `scaffold new` command that reproduces this spec, quoted for a shell."""
         target = str(path) if path is not None else self.name
-        return " ".join(part for part in ("scaffold new", target, flags) if part)
+        flags = [f"--{name}" for name in self.sorted_features()]
+        return shlex.join(["scaffold", "new", target, *flags])
 
     def to_answers(self) -> dict[str, Any]:
         """The answers as recorded in a project's `.scaffold/answers.json`."""

@@ -57,8 +57,13 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> N
     directory, each file is moved in only after all were written.
     """
     target = target.absolute()
-    check_target(target, files, force)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        check_target(target, files, force)
+        # a fixed short prefix: the target's own name may already be as long as
+        # the file system allows
+        staging = Path(tempfile.mkdtemp(prefix=".scaffold-new-", dir=target.parent))
+    except OSError as exc:  # e.g. a path longer than the system allows
+        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
     # mkdtemp makes a private (0700) directory; a project gets the usual mode
     umask = os.umask(0)
     os.umask(umask)

@@ -1,6 +1,7 @@
 """The scaffold command line: help, version, features, `new`, and every bad input."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,7 @@ def test_yes_skips_the_questions(tmp_path, monkeypatch):
         ("9lives", "not a Python module name"),
         ("class", "keyword"),
         ("my-proj!", "not a Python module name"),
+        ("a" * 256, "at most 255"),
     ],
 )
 def test_bad_project_names_fail_with_one_line_and_write_nothing(tmp_path, name, message):
@@ -130,6 +132,36 @@ def test_name_is_the_last_part_of_a_path(tmp_path):
     result = scaffold("new", "parent/child", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_manifest(tmp_path / "parent" / "child").spec.name == "child"
+
+
+def test_a_name_of_255_bytes_is_a_project(tmp_path):
+    name = "a" * 255  # the longest directory name of common file systems
+    result = scaffold("new", name, "--yes", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(tmp_path / name).spec.name == name
+
+
+def test_a_path_longer_than_the_system_allows_is_one_line(tmp_path):
+    # each part is a valid name, the whole path exceeds PATH_MAX (4096 on Linux)
+    deep = Path(*["d" * 250] * 17, "proj")
+    result = scaffold("new", str(deep), "--yes", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_repeat_and_next_lines_survive_a_shell(tmp_path):
+    result = scaffold("new", "My Project", "--yes", "--amp", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = dict(ln.split(": ", 1) for ln in result.stdout.splitlines() if ": " in ln)
+    assert shlex.split(lines["To repeat"]) == ["scaffold", "new", "My Project", "--amp"]
+    # the Next line, run by a shell, enters the project
+    cd_part = lines["Next"].split(" && ")[0]
+    shell = subprocess.run(
+        ["sh", "-c", f"{cd_part} && ls train.py"], cwd=tmp_path, capture_output=True
+    )
+    assert shell.returncode == 0, shell.stderr
 
 
 def test_missing_parent_is_refused(tmp_path):
