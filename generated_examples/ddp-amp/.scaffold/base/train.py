@@ -766,6 +766,12 @@ def main(argv=None) -> int:
         return train(cfg, world, device)
     except ContractError as exc:
         sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
+    except RuntimeError as exc:
+        # What gloo raises in a rank whose peer exited mid-collective: that rank
+        # printed why it stopped, and a traceback here would only bury it.
+        if world.world_size > 1 and "closed by peer" in str(exc):
+            sys.exit(f"rank {world.rank}: stopped, another rank exited (see above)")
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
