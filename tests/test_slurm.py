@@ -5,7 +5,8 @@ what the generated code does there: a job trains like a direct run; USR1
 (preemption, time limit) checkpoints, requeues and resumes to bit-identical
 weights, with one and with two tasks; scancel (SIGTERM) checkpoints without
 requeueing; a job array sweeps hyperparameters. The job runs `python` from PATH,
-which points at this interpreter.
+a wrapper script that execs this interpreter (sys.executable), so a job sees the
+suite's environment, a virtual environment included.
 """
 
 from __future__ import annotations
@@ -103,9 +104,17 @@ def reference(
 
 @pytest.fixture(scope="module")
 def python_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory whose `python` is this interpreter (first on the jobs' PATH)."""
+    """A directory whose `python` runs this interpreter (first on the jobs' PATH).
+
+    A script that execs sys.executable, not a symlink to it: Python looks for a
+    venv's pyvenv.cfg next to the path it was started by, so a venv interpreter
+    started through a symlink elsewhere runs as its base interpreter, without
+    the venv's packages. exec keeps the process, so signals reach python itself.
+    """
     bin_dir = tmp_path_factory.mktemp("bin")
-    (bin_dir / "python").symlink_to(sys.executable)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     return bin_dir
 
 
@@ -375,3 +384,22 @@ def test_sbatch_files_are_valid(
         )
         assert result.returncode == 0, f"{shlex.join(result.args)}: {result.stderr}"
         assert "to start at" in result.stderr
+
+
+def test_jobs_run_this_interpreter(
+    slurm_cluster: SlurmCluster, python_bin: Path, tmp_path: Path
+) -> None:
+    """A job's `python` is the suite's own, with its environment (e.g. a venv)."""
+    out = tmp_path / "python.out"
+    code = "import sys; print(sys.executable); print(sys.prefix)"
+    job = sbatch(
+        slurm_cluster,
+        tmp_path,
+        job_env(slurm_cluster, python_bin),
+        *SMALL,
+        f"--output={out}",
+        "--wrap",
+        f"python -c {shlex.quote(code)}",
+    )
+    slurm_cluster.wait_for_state(job, {"COMPLETED"}, timeout=60)
+    assert out.read_text().splitlines() == [sys.executable, sys.prefix]
