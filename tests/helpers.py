@@ -1,6 +1,8 @@
 """Shared helpers of the test suite: render projects, run their train.py, read results."""
 
+import ast
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -108,3 +110,31 @@ def render_probe(root: Path, features=(), name: str = "proj") -> Path:
     (project / "model.py").write_text((FIXTURES / "tiny_model_probe.py").read_text())
     (project / "data.py").write_text((FIXTURES / "tiny_data_probe.py").read_text())
     return project
+
+
+def config_options(train_py: str | ast.Module) -> list[str]:
+    """The command-line flags train.py's parse_config makes of its Config fields."""
+    tree = ast.parse(train_py) if isinstance(train_py, str) else train_py
+    config = next(node for node in tree.body
+                  if isinstance(node, ast.ClassDef) and node.name == "Config")
+    flags = []
+    for field in config.body:
+        if isinstance(field, ast.AnnAssign):
+            flag = "--" + field.target.id.replace("_", "-")
+            flags.append(flag)
+            if ast.unparse(field.annotation) == "bool":
+                flags.append("--no-" + flag[2:])
+    return flags
+
+
+@functools.cache
+def reaches_the_script(flag: str) -> bool:
+    """Whether torchrun's own parser hands `flag value` on to the script."""
+    from torch.distributed.run import get_args_parser
+
+    argv = ["--standalone", "--nproc_per_node=2", "train.py", flag, "1"]
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # torchrun took it for one of its own options, and failed
+        return False
+    return args.training_script_args == [flag, "1"]

@@ -2,10 +2,9 @@
 own) trains with train.py's defaults, single and under torchrun; a monitored metric
 that names nothing fails before the first step; misused options are one line; and
 every option of train.py, in every feature set, reaches train.py through torchrun's
-own argument parser."""
+own argument parser (the last for every feature set in tests/test_render_matrix.py,
+which renders them all)."""
 
-import ast
-import functools
 import math
 import shutil
 import subprocess
@@ -15,16 +14,14 @@ from pathlib import Path
 import pytest
 from helpers import (
     FIXTURES,
+    config_options,
+    reaches_the_script,
     read_metrics,
     read_summary,
     render,
     run_torchrun,
     run_train,
 )
-
-from scaffold.generate import build_project
-from scaffold.registry import all_feature_sets
-from scaffold.spec import ProjectSpec
 
 FOREIGN = FIXTURES / "foreign"
 
@@ -92,46 +89,6 @@ def test_misused_options_are_one_line_without_a_traceback(tmp_path, args, messag
 
 # -----------------------------------------------------------------------------
 # every option reaches train.py under torchrun
-
-
-def config_options(train_py: str) -> list[str]:
-    """The command-line flags train.py's parse_config makes of its Config fields."""
-    tree = ast.parse(train_py)
-    config = next(node for node in tree.body
-                  if isinstance(node, ast.ClassDef) and node.name == "Config")
-    flags = []
-    for field in config.body:
-        if isinstance(field, ast.AnnAssign):
-            flag = "--" + field.target.id.replace("_", "-")
-            flags.append(flag)
-            if ast.unparse(field.annotation) == "bool":
-                flags.append("--no-" + flag[2:])
-    return flags
-
-
-@functools.cache
-def reaches_the_script(flag: str) -> bool:
-    """Whether torchrun's own parser hands `flag value` on to the script."""
-    from torch.distributed.run import get_args_parser
-
-    argv = ["--standalone", "--nproc_per_node=2", "train.py", flag, "1"]
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:  # torchrun took it for one of its own options, and failed
-        return False
-    return args.training_script_args == [flag, "1"]
-
-
-def test_every_option_of_every_feature_set_reaches_train_py_under_torchrun():
-    intercepted = {}
-    for features in all_feature_sets():
-        spec = ProjectSpec.create("proj", set(features))
-        flags = config_options(build_project(spec)["train.py"])
-        assert "--run-dir" in flags and "--seed" in flags
-        for flag in flags:
-            if not reaches_the_script(flag):
-                intercepted.setdefault(flag, "+".join(sorted(features)) or "base")
-    assert not intercepted, f"torchrun intercepts {intercepted}"
 
 
 def test_the_parser_test_catches_what_torchrun_intercepts():

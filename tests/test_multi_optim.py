@@ -230,7 +230,7 @@ def test_the_demo_gan_covers_the_modes_of_the_mixture(tmp_path):
     # the README's advice for the demo: best.pt by how well the samples cover the modes
     result = run_train(project, "--run-dir", str(tmp_path / "run"),
                        "--monitor-metric", "val_mode_tv", tiny_defaults=False,
-                       timeout=600, env={"OMP_NUM_THREADS": "2"})
+                       timeout=600)
     summary = read_summary(tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert f"test_modes {summary['test_modes']:.4f}" in result.stdout  # printed
