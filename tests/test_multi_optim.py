@@ -438,3 +438,49 @@ def test_cookiecutter_gives_the_same_files(tmp_path):
     assert sorted(theirs) == sorted(ours)
     for path in ours:
         assert theirs[path] == ours[path], f"{path} differs"
+
+
+# -----------------------------------------------------------------------------
+# fp16 overflow under --debug: GradScaler's business, not a reason to stop
+
+# Runs train.main with every GradScaler starting at 2**24 instead of 2**16: the
+# scaled fp16 gradients then overflow in the first steps, as they do in any fp16
+# run while GradScaler searches for its scale, only surely.
+HIGH_SCALE = '''
+import sys
+
+import torch
+
+import train
+
+init = torch.amp.GradScaler.__init__
+
+
+def high_scale(self, *args, **kwargs):
+    init(self, *args, **{**kwargs, "init_scale": 2.0**24})
+
+
+torch.amp.GradScaler.__init__ = high_scale
+sys.exit(train.main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.parametrize("features", [("multi-optim",), ()], ids=["multi-optim", "single"])
+def test_an_fp16_overflow_is_skipped_not_stopped_under_debug(tmp_path, features):
+    project = render(tmp_path, [*features, "amp", "debug"], tiny=False)
+    (project / "high_scale.py").write_text(HIGH_SCALE)
+    run_dir = tmp_path / "run"
+    args = ["--max-steps", "8", "--amp-dtype", "fp16", "--on-nonfinite", "stop",
+            "--sanity-val-steps", "0", "--run-dir", str(run_dir)]
+    args += COMMON[:6] if features else ["--n-train", "256", "--n-val", "64", "--n-test", "64"]
+    result = subprocess.run([sys.executable, "high_scale.py", *args], cwd=project,
+                            capture_output=True, text=True, timeout=300, env=train_env())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "non-finite" not in result.stdout + result.stderr
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    scalers = checkpoint["scalers"].values() if features else [checkpoint["scaler"]]
+    # the overflow happened: each scaler lowered its scale (halved once per skipped step)
+    for scaler in scalers:
+        assert scaler["scale"] < 2.0**24, scaler
+    assert checkpoint["step"] == 8
+    assert (run_dir / "summary.json").exists()
