@@ -29,6 +29,16 @@ app = typer.Typer(
 )
 
 
+# what str.splitlines() breaks at: a name or path holding one must not turn a
+# one-line message into two
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def one_line(message: str) -> str:
+    """``message`` with every line-break character written as its escape."""
+    return message.translate({ord(c): repr(c)[1:-1] for c in _LINE_BREAKS})
+
+
 @contextmanager
 def run_command() -> Iterator[None]:
     """Turn a ScaffoldError into a one-line message and its exit code."""
@@ -37,7 +47,7 @@ def run_command() -> Iterator[None]:
     except ScaffoldError as exc:
         if os.environ.get("SCAFFOLD_DEBUG") == "1":
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
 
