@@ -976,9 +976,10 @@ def main(argv=None) -> int:
     except ContractError as exc:
         sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
     except RuntimeError as exc:
-        # What gloo raises in a rank whose peer exited mid-collective: that rank
-        # printed why it stopped, and a traceback here would only bury it.
-        if world.world_size > 1 and "closed by peer" in str(exc):
+        # What gloo raises in a rank whose peer exited mid-collective ("Connection
+        # closed by peer", "... reset by peer"): that rank printed why it stopped,
+        # and a traceback here would only bury it.
+        if world.world_size > 1 and "by peer" in str(exc):
             sys.exit(f"rank {world.rank}: stopped, another rank exited (see above)")
         raise
     finally:
