@@ -49,6 +49,10 @@ def check_target(target: Path, files: dict[str, str], force: bool) -> None:
         )
 
 
+def _cannot_write(target: Path, exc: OSError) -> TargetError:
+    return TargetError(f"cannot write {target}: {exc.strerror or exc}")
+
+
 def write_project(target: Path, files: dict[str, str], force: bool = False) -> None:
     """Write ``files`` under ``target``: all of them, or (on failure) none.
 
@@ -63,7 +67,7 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> N
         # the file system allows
         staging = Path(tempfile.mkdtemp(prefix=".scaffold-new-", dir=target.parent))
     except OSError as exc:  # e.g. a path longer than the system allows
-        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise _cannot_write(target, exc) from exc
     # mkdtemp makes a private (0700) directory; a project gets the usual mode
     umask = os.umask(0)
     os.umask(umask)
@@ -82,6 +86,6 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> N
             destination.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / relative, destination)
     except OSError as exc:
-        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise _cannot_write(target, exc) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
