@@ -58,8 +58,10 @@ def compute_loss(model, batch):
 LONG_ARGS = [*TINY_ARGS, "--max-epochs", "15", "--ckpt-every", "5"]
 SLOW = {"TINY_STEP_SLEEP": "0.01"}
 # The test node has 2 cores; the scripts ask for more by default.
-SMALL = ["--cpus-per-task=1"]
-TWO_TASKS = ["--cpus-per-task=1", "--ntasks-per-node=2"]
+# The test cluster has no GPUs: --gpus-per-node=0 overrides the scripts' request,
+# as the scripts tell users of CPU-only clusters to do.
+SMALL = ["--cpus-per-task=1", "--gpus-per-node=0"]
+TWO_TASKS = [*SMALL, "--ntasks-per-node=2"]
 
 
 def _project(root: Path, features: list[str]) -> Path:

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
 
 from data import build_datasets
 from model import build_model, compute_loss
@@ -50,6 +57,9 @@ class Config:
     seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
+    tf32: bool = option(
+        True, "CUDA: float32 matmuls and convolutions on TF32 tensor cores (--no-tf32)"
+    )
     # length of training: whichever limit comes first ends it
     max_epochs: int = option(8, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
@@ -213,14 +223,20 @@ class Dist:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' takes this rank's GPU, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """'auto' takes this rank's GPU, then Apple's MPS, then the CPU; 'cuda' without
+    an index takes this rank's GPU (LOCAL_RANK, modulo the GPUs this process sees).
+
+    A GPU becomes the current CUDA device: kernels, caches and NCCL calls that
+    name no index go to it, not all to cuda:0.
+    """
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device("cuda" if name == "auto" else name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -228,18 +244,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        # this process's GPU only: a resumed run may see another number of GPUs
+        # per process (8 per node under torchrun, 1 per task under srun)
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 # -----------------------------------------------------------------------------
@@ -280,26 +298,47 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def indexes_batches(dataset: Dataset) -> bool:
+    """A TensorDataset (also inside a Subset) returns a whole batch for a list of
+    indices: one indexing per batch, not batch_size __getitem__ calls and a collate."""
+    if isinstance(dataset, Subset):
+        return indexes_batches(dataset.dataset)
+    return isinstance(dataset, TensorDataset)
+
+
 def make_loader(
     dataset: Dataset,
     cfg: Config,
     world: Dist,
+    device: torch.device,
     shuffle: bool,
     epoch: int = 0,
     skip_batches: int = 0,
+    drop_last: bool = False,
 ) -> DataLoader:
     sampler = ShardSampler(
         len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
     )
+    batching = {
+        "sampler": sampler,
+        "batch_size": cfg.batch_size,
+        "drop_last": drop_last,
+    }
+    if indexes_batches(dataset):
+        # the sampler yields lists of indices, the dataset turns each into a batch
+        batch_sampler = BatchSampler(sampler, cfg.batch_size, drop_last)
+        batching = {"sampler": batch_sampler, "batch_size": None}
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
         num_workers=cfg.num_workers,
+        # page-locked host memory: the copy to the GPU (non_blocking) then
+        # overlaps the computation instead of waiting for it
+        pin_memory=device.type == "cuda",
         # Its own generator: creating a loader must not draw from the global RNG,
         # which belongs to the model (dropout) and is restored on resume.
         generator=torch.Generator().manual_seed(cfg.seed + epoch),
         persistent_workers=False,
+        **batching,
     )
 
 
@@ -398,10 +437,15 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         },
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # foreach=True: the multi-tensor kernels on every device (the default uses
-    # them on CUDA only; on a CPU they are faster too). Any torch.optim optimizer
-    # imports torch._dynamo when built (seconds on a slow CPU); nothing avoids it.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
+    # On CUDA the fused kernel: one launch for all parameters, and under fp16
+    # GradScaler's overflow check stays on the GPU (with foreach it syncs the
+    # host). On a CPU the multi-tensor (foreach) kernels, faster than a loop.
+    # Any torch.optim optimizer imports torch._dynamo when built (seconds on a
+    # slow CPU); nothing avoids it.
+    on_cuda = any(p.is_cuda for p in params)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=not on_cuda, fused=on_cuda
+    )
 
 
 def lr_at(step: int, cfg: Config, total_steps: int) -> float:
@@ -431,7 +475,9 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    # mmap: tensors are read from the file when used, so that looking up a
+    # checkpoint's step reads a few bytes, not the whole model
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def find_resumable(run_dir: Path) -> Path | None:
@@ -531,26 +577,47 @@ def format_duration(seconds: float) -> str:
     )
 
 
-# peak dense bf16/fp16 FLOP/s, for the MFU estimate on known GPUs
+# Dense (not sparse) peak FLOP/s for the MFU estimate: (bf16/fp16, tf32, fp32),
+# by the exact name torch.cuda.get_device_name reports, since variants of one
+# chip differ (an H100 PCIe has 3/4 of an SXM's peak). A GPU without tf32 units
+# lists its fp32 peak twice. Add yours from its datasheet; others get no MFU.
 GPU_PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10": 125e12,
-    "L4": 121e12,
-    "V100": 125e12,
-    "T4": 65e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
+    "NVIDIA H200": (989e12, 495e12, 67e12),
+    "NVIDIA H200 NVL": (835e12, 418e12, 60e12),
+    "NVIDIA H100 80GB HBM3": (989e12, 495e12, 67e12),
+    "NVIDIA H100 NVL": (835e12, 418e12, 60e12),
+    "NVIDIA H100 PCIe": (756e12, 378e12, 51e12),
+    "NVIDIA A100-SXM4-40GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100-SXM4-80GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100-PCIE-40GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100 80GB PCIe": (312e12, 156e12, 19.5e12),
+    "NVIDIA L40S": (362e12, 183e12, 91.6e12),
+    "NVIDIA L40": (181e12, 90.5e12, 90.5e12),
+    "NVIDIA L4": (121e12, 60e12, 30.3e12),
+    "NVIDIA A10": (125e12, 62.5e12, 31.2e12),
+    "Tesla V100-SXM2-16GB": (125e12, 15.7e12, 15.7e12),
+    "Tesla V100-SXM2-32GB": (125e12, 15.7e12, 15.7e12),
+    "Tesla V100-PCIE-16GB": (112e12, 14e12, 14e12),
+    "Tesla V100-PCIE-32GB": (112e12, 14e12, 14e12),
+    "Tesla T4": (65e12, 8.1e12, 8.1e12),
+    "NVIDIA GeForce RTX 4090": (165e12, 82.6e12, 82.6e12),
+    "NVIDIA GeForce RTX 3090": (71e12, 35.6e12, 35.6e12),
 }
 
 
-def gpu_peak_flops(device: torch.device) -> float | None:
+def gpu_peak_flops(
+    device: torch.device, dtype: torch.dtype, tf32: bool
+) -> float | None:
+    """This GPU's peak FLOP/s for matmuls in `dtype`, or None if it is not listed."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in GPU_PEAK_FLOPS.items() if key in name), None)
+    peaks = GPU_PEAK_FLOPS.get(torch.cuda.get_device_name(device))
+    if peaks is None:
+        return None
+    half, tf32_peak, fp32 = peaks
+    if dtype in (torch.bfloat16, torch.float16):
+        return half
+    return tf32_peak if tf32 else fp32
 
 
 class Progress:
@@ -689,6 +756,11 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     progress = Progress(world.is_main)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    if device.type == "cuda":
+        # TF32 keeps float32's range with a 10-bit mantissa: several times faster
+        # matmuls, and training is rarely sensitive to it (--no-tf32 if yours is)
+        torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -722,7 +794,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = TrainState(**checkpoint["train_state"])
         if len(checkpoint["rng"]) == world.world_size:
-            set_rng_state(checkpoint["rng"][world.rank])
+            set_rng_state(checkpoint["rng"][world.rank], device)
         else:
             progress.print(
                 f"resume: saved by {len(checkpoint['rng'])} ranks, running "
@@ -740,10 +812,14 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = torch.compile(model, mode=cfg.compile_mode)
 
     # the length of training, in optimizer steps
-    batches_per_epoch = fraction_or_count(
-        cfg.limit_train_batches,
-        math.ceil(len(train_set) // world.world_size / cfg.batch_size),
-    )
+    # only full batches: the training loader drops an epoch's short last batch
+    full_batches = len(train_set) // world.world_size // cfg.batch_size
+    if full_batches == 0:
+        sys.exit(
+            f"--batch-size {cfg.batch_size}: the training set holds no full batch "
+            f"per process ({len(train_set)} samples, {world.world_size} process(es))"
+        )
+    batches_per_epoch = fraction_or_count(cfg.limit_train_batches, full_batches)
     steps_per_epoch = batches_per_epoch
     total_steps = cfg.max_epochs * steps_per_epoch
     if cfg.max_steps > 0:
@@ -754,7 +830,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
     else:
         val_interval = 0  # only at the end of epochs
-    val_loader = make_loader(val_set, cfg, world, shuffle=False)
+    val_loader = make_loader(val_set, cfg, world, device, shuffle=False)
     val_batches = fraction_or_count(cfg.limit_val_batches, len(val_loader))
 
     if writes:
@@ -777,7 +853,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     def save(name: str) -> None:
         """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
         gathered), rank 0 writes."""
-        rng = [rng_state()]
+        rng = [rng_state(device)]
         if not writes:
             return
         checkpoint = {
@@ -833,7 +909,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         )
 
     model.train()
-    peak_flops = gpu_peak_flops(device)
+    peak_flops = gpu_peak_flops(device, torch.float32, cfg.tf32)
     flops_per_sample = getattr(raw_model, "flops_per_sample", None)
     # a model of sequences can tell its tokens per sample (the demo does): tokens/s
     tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
@@ -841,6 +917,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     log_sums: dict[str, torch.Tensor] = {}
     log_samples = log_batches = 0
     log_t0 = t_start = time.perf_counter()
+    # seconds of evaluation and checkpoint writes since log_t0: samples/s (and
+    # MFU) count training time only
+    untimed = 0.0
     start_step = state.step
     stopping = state.step >= total_steps
     while not stopping and state.epoch < cfg.max_epochs:
@@ -853,9 +932,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             train_set,
             cfg,
             world,
+            device,
             shuffle=not cfg.overfit_batches,
             epoch=epoch,
             skip_batches=state.batch_in_epoch,
+            # a short last batch would make torch.compile compile a second graph
+            drop_last=True,
         )
         for i, batch in enumerate(loader, start=state.batch_in_epoch):
             if i >= batches_per_epoch:
@@ -889,7 +971,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                     raise FloatingPointError(
                         f"non-finite training metrics at step {state.step}: {means}"
                     )
-                elapsed = time.perf_counter() - log_t0
+                elapsed = time.perf_counter() - log_t0 - untimed
                 samples_per_s = log_samples * world.world_size / elapsed
                 row = {
                     "step": state.step,
@@ -927,17 +1009,19 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 progress.update(" | ".join(fields))
                 log(row)
                 log_sums.clear()
-                log_t0 = time.perf_counter()
+                log_t0, untimed = time.perf_counter(), 0.0
                 log_samples = log_batches = 0
 
             # --- validation inside the epoch, checkpoints, stop requests ---
             end_of_epoch = state.batch_in_epoch >= batches_per_epoch
+            t0 = time.perf_counter()
             if val_interval and state.step % val_interval == 0 and not end_of_epoch:
                 after_validation(validate())
             if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
                 save(f"step_{state.step:08d}")
                 if writes:
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
+            untimed += time.perf_counter() - t0
             if STOP["stop"] and not stopping:
                 save("last")
                 progress.print(
@@ -951,18 +1035,20 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 break
 
         # --- end of epoch ---
+        t0 = time.perf_counter()
         if state.batch_in_epoch >= batches_per_epoch:
             state.epoch, state.batch_in_epoch = epoch + 1, 0
         if (epoch + 1) % cfg.val_every_epochs == 0 or stopping:
             after_validation(validate())
         save("last")
+        untimed += time.perf_counter() - t0
 
     # --- test the best checkpoint ---
     best_path = ckpt_dir / "best.pt"
     if best_path.exists() and not cfg.fast_dev_run:
         raw_model.load_state_dict(load_checkpoint(best_path)["model"])
     val_metrics = validate()
-    test_loader = make_loader(test_set, cfg, world, shuffle=False)
+    test_loader = make_loader(test_set, cfg, world, device, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
     test_metrics = eval_split("test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
