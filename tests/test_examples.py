@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import config_options
 from typer.testing import CliRunner
 
 from scaffold.cli import app
@@ -367,7 +368,7 @@ def test_explanations_name_code_and_options_that_exist(feature):
 LAUNCHER_OPTIONS = {
     "--standalone", "--nproc_per_node", "--nnodes", "--node_rank",  # torchrun
     "--rdzv_backend", "--rdzv_endpoint",
-    "--nodes", "--signal", "--requeue", "--open-mode", "--time",  # sbatch
+    "--nodes", "--signal", "--requeue", "--open-mode", "--time", "--gpus-per-node",  # sbatch
     "--logdir",  # tensorboard
     "--no-input",  # cookiecutter
 }
@@ -380,8 +381,8 @@ SCAFFOLD_OPTIONS = {
 @pytest.mark.parametrize("readme", ["README.md", "generated_examples/README.md"])
 def test_every_option_a_readme_names_exists(readme):
     everything = render_example(example_sets()["all"])["train.py"]
-    train_options = {"--" + f.replace("_", "-") for f in config_fields(everything)}
+    train_options = set(config_options(everything))  # with --no-X of each bool
     feature_flags = {"--" + name for name in FEATURES}
     known = train_options | feature_flags | LAUNCHER_OPTIONS | SCAFFOLD_OPTIONS
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z_-]*", (ROOT / readme).read_text()))
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text()))
     assert named - known == set(), f"{readme} names options that do not exist"

@@ -627,7 +627,11 @@ def make_loader(
     sampler = ShardSampler(
         len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
     )
-    batching = {"sampler": sampler, "batch_size": cfg.batch_size, "drop_last": drop_last}
+    batching = {
+        "sampler": sampler,
+        "batch_size": cfg.batch_size,
+        "drop_last": drop_last,
+    }
     if indexes_batches(dataset):
         # the sampler yields lists of indices, the dataset turns each into a batch
         batch_sampler = BatchSampler(sampler, cfg.batch_size, drop_last)
@@ -990,7 +994,9 @@ GPU_PEAK_FLOPS = {
 }
 
 
-def gpu_peak_flops(device: torch.device, dtype: torch.dtype, tf32: bool) -> float | None:
+def gpu_peak_flops(
+    device: torch.device, dtype: torch.dtype, tf32: bool
+) -> float | None:
     """This GPU's peak FLOP/s for matmuls in `dtype`, or None if it is not listed."""
     if device.type != "cuda":
         return None
