@@ -35,6 +35,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -355,15 +356,17 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
     return world, device
 
 
-def has_running_stats(model: torch.nn.Module) -> bool:
-    """Whether the model has BatchNorm-style running statistics.
+def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
+    """DDP's option that copies rank 0's buffers to every rank before each forward.
 
-    DDP then copies rank 0's buffers to every rank before each forward, so that
-    all ranks evaluate with the statistics that rank 0 saves. Constant buffers
-    (tables, masks) need no copy each step; a buffer of your own that training
-    changes does: then pass broadcast_buffers=True.
+    On only for BatchNorm-style running statistics, so that all ranks evaluate
+    with the statistics rank 0 saves; constant buffers (tables, masks) need no
+    copy each step. A buffer of your own that training changes does: return
+    True for it. (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
     """
-    return any(getattr(m, "track_running_stats", False) for m in model.modules())
+    stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
+    renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
+    return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -1182,7 +1185,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
                 part,
                 device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters,
-                broadcast_buffers=has_running_stats(part),
+                **buffer_sync(part),
             )
             for name, part in parts.items()
         }
@@ -1194,13 +1197,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = with_parts(raw_model, parts)
 
     # the length of training, in training steps
-    # only full batches: the training loader drops an epoch's short last batch
-    full_batches = len(train_set) // world.world_size // cfg.batch_size
-    if full_batches == 0:
-        sys.exit(
-            f"--batch-size {cfg.batch_size}: the training set holds no full batch "
-            f"per process ({len(train_set)} samples, {world.world_size} process(es))"
-        )
+    # Only full batches, one shape for torch.compile: the training loader drops
+    # an epoch's short last batch (unless there is no full batch: then the one
+    # short batch is the only shape)
+    per_process = len(train_set) // world.world_size
+    drop_last = per_process >= cfg.batch_size
+    full_batches = per_process // cfg.batch_size if drop_last else min(1, per_process)
     batches_per_epoch = fraction_or_count(cfg.limit_train_batches, full_batches)
     # the last window of an epoch may be shorter than accumulate_steps
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate_steps)
@@ -1350,7 +1352,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             epoch=epoch,
             skip_batches=state.batch_in_epoch,
             # a short last batch would make torch.compile compile a second graph
-            drop_last=True,
+            drop_last=drop_last,
         )
         for i, batch in enumerate(loader, start=state.batch_in_epoch):
             if i >= batches_per_epoch:

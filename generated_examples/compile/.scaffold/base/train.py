@@ -812,13 +812,12 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = torch.compile(model, mode=cfg.compile_mode)
 
     # the length of training, in optimizer steps
-    # only full batches: the training loader drops an epoch's short last batch
-    full_batches = len(train_set) // world.world_size // cfg.batch_size
-    if full_batches == 0:
-        sys.exit(
-            f"--batch-size {cfg.batch_size}: the training set holds no full batch "
-            f"per process ({len(train_set)} samples, {world.world_size} process(es))"
-        )
+    # Only full batches, one shape for torch.compile: the training loader drops
+    # an epoch's short last batch (unless there is no full batch: then the one
+    # short batch is the only shape)
+    per_process = len(train_set) // world.world_size
+    drop_last = per_process >= cfg.batch_size
+    full_batches = per_process // cfg.batch_size if drop_last else min(1, per_process)
     batches_per_epoch = fraction_or_count(cfg.limit_train_batches, full_batches)
     steps_per_epoch = batches_per_epoch
     total_steps = cfg.max_epochs * steps_per_epoch
@@ -937,7 +936,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             epoch=epoch,
             skip_batches=state.batch_in_epoch,
             # a short last batch would make torch.compile compile a second graph
-            drop_last=True,
+            drop_last=drop_last,
         )
         for i, batch in enumerate(loader, start=state.batch_in_epoch):
             if i >= batches_per_epoch:

@@ -23,6 +23,7 @@ Several machines (run on every node, with its own --node_rank):
 import argparse
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -273,15 +274,17 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
     return world, device
 
 
-def has_running_stats(model: torch.nn.Module) -> bool:
-    """Whether the model has BatchNorm-style running statistics.
+def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
+    """DDP's option that copies rank 0's buffers to every rank before each forward.
 
-    DDP then copies rank 0's buffers to every rank before each forward, so that
-    all ranks evaluate with the statistics that rank 0 saves. Constant buffers
-    (tables, masks) need no copy each step; a buffer of your own that training
-    changes does: then pass broadcast_buffers=True.
+    On only for BatchNorm-style running statistics, so that all ranks evaluate
+    with the statistics rank 0 saves; constant buffers (tables, masks) need no
+    copy each step. A buffer of your own that training changes does: return
+    True for it. (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
     """
-    return any(getattr(m, "track_running_stats", False) for m in model.modules())
+    stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
+    renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
+    return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -897,7 +900,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             raw_model,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters,
-            broadcast_buffers=has_running_stats(raw_model),
+            **buffer_sync(raw_model),
         )
     # Without find_unused_parameters, a parameter that gets no gradient in a step
     # leaves DDP waiting for it and the ranks' collectives out of step: the loop
