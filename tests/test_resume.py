@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import (
     TINY_ARGS,
+    assert_identical,
+    ckpt,
     load_checkpoint,
     read_metrics,
     read_summary,
     render_probe,
+    rows_after,
     run_train,
     train_env,
 )
@@ -36,38 +38,6 @@ COMBO_ARGS = shlex.split(
     "--n-train 320 --max-epochs 3 --accumulate-steps 3 --ckpt-every 6 --log-every 3"
     " --dropout 0.1 --amp-dtype bf16 --clip-norm 0.5"
 )
-TIMING = {"samples_per_s", "mfu", "peak_mem_gb"}  # differ between any two runs
-
-
-def ckpt(project: Path, run: str, name: str = "last") -> dict:
-    return load_checkpoint(project / "runs" / run / "checkpoints" / f"{name}.pt")
-
-
-def assert_identical(a, b, where: str = "") -> None:
-    """Nested dicts/lists/tuples of tensors and plain values are exactly equal."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, where
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{where}/{i}")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def rows_after(project: Path, run: str, step: int) -> list[dict[str, str]]:
-    """metrics.csv rows logged after `step`, without the timing columns."""
-    return [
-        {k: v for k, v in row.items() if k not in TIMING}
-        for row in read_metrics(project / "runs" / run)
-        if int(row["step"]) > step
-    ]
-
 
 def assert_same_ending(project: Path, run: str, reference: str, after: int) -> None:
     """Bit-identical final weights and optimizer; the same rows after `after`."""
