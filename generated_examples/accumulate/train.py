@@ -787,11 +787,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 
     # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
     state = TrainState()
-    resume_path = (
-        find_resumable(run_dir)
-        if cfg.resume == "auto"
-        else (Path(cfg.resume) if cfg.resume else None)
-    )
+    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
+    if cfg.resume == "auto":
+        resume_path = find_resumable(run_dir)
     checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
         raw_model.load_state_dict(checkpoint["model"])

@@ -1382,9 +1382,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
 {% else %}
     state = TrainState()
 {% endif %}
-{% if ddp %}
     resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
     if cfg.resume == "auto":
+{% if ddp %}
         # rank 0 looks, and every rank resumes from the file it named (a rank
         # looking for itself could find another one while rank 0 still writes)
         found = [find_resumable(run_dir) if world.is_main else None]
@@ -1392,11 +1392,7 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             dist.broadcast_object_list(found, src=0)  # every rank
         resume_path = found[0]
 {% else %}
-    resume_path = (
-        find_resumable(run_dir)
-        if cfg.resume == "auto"
-        else (Path(cfg.resume) if cfg.resume else None)
-    )
+        resume_path = find_resumable(run_dir)
 {% endif %}
     checkpoint = load_resumable(resume_path) if resume_path else None
     if checkpoint is not None:
