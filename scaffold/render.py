@@ -14,6 +14,7 @@ from scaffold.formatting import NAME_MARK, SLUG_MARK
 from scaffold.spec import ProjectSpec
 
 PROJECT_DIR_NAME = "{{cookiecutter.project_slug}}"
+FEATURES_DIR_NAME = "templates"  # templates/templates/<feature>/: cookiecutter's name
 
 
 def cache_root() -> Path | None:
@@ -77,7 +78,11 @@ def render_project(
     root = root or template_root()
     cache = cache_root()
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root / PROJECT_DIR_NAME)),
+        # the search path of cookiecutter's own loader: the project template, then
+        # `templates/` beside cookiecutter.json, where each feature's pieces live
+        loader=jinja2.FileSystemLoader(
+            [str(root / PROJECT_DIR_NAME), str(root / FEATURES_DIR_NAME)]
+        ),
         # compiled templates on disk, reused while the template's text is
         # unchanged (jinja checks its hash): no compiling on every `scaffold new`.
         # The compiled code depends on the settings below too: change them only

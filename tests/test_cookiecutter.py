@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from scaffold.features import feature_names
 from scaffold.generate import build_project
 from scaffold.render import template_root
 from scaffold.spec import ProjectSpec
 
+# the base, every feature alone, all of them with and without multi-optim (its GAN
+# demo), and two mixes of features that share code
 FEATURE_SETS = [
     set(),
+    *({name} for name in feature_names()),
+    set(feature_names()) - {"multi-optim"},
+    set(feature_names()),
     {"ddp", "amp"},
-    {"slurm"},
     {"accumulate", "clip", "early-stopping", "debug"},
-    {"ddp", "amp", "clip", "accumulate", "early-stopping", "compile", "slurm",
-     "tensorboard", "debug"},
 ]
 
 

@@ -285,7 +285,7 @@ def test_explain_on_a_terminal_is_coloured():
     os.close(master)
     assert process.wait(timeout=120) == 0, process.stderr.read()
     output = b"".join(chunks).decode().replace("\r\n", "\n")
-    added = "+                grad_norm = torch.nn.utils.clip_grad_norm_("
+    added = "+        grad_norm = torch.nn.utils.clip_grad_norm_("
     assert "\x1b[32m" + added in output
     assert "\x1b[36m@@ " in output
     assert ANSI.sub("", output).endswith(feature_diff("clip"))

@@ -222,7 +222,7 @@ if os.environ["RANK"] == "0":
 
 
 def test_tensor_datasets_are_read_a_whole_batch_at_a_time(tmp_path):
-    project = render(tmp_path, set())
+    project = render(tmp_path, {"ddp"})  # a rank of two: its share of the data
     out = run_driver(project, """
 import json
 import torch

@@ -6,6 +6,7 @@ torchrun, metrics.csv across interruptions, the config and code snapshots, the
 model summary, the --debug aids and the --tensorboard event files.
 """
 
+import fcntl
 import importlib.util
 import json
 import math
@@ -13,8 +14,10 @@ import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 import types
 from pathlib import Path
@@ -99,12 +102,15 @@ def no_git_env(tmp_path: Path) -> dict[str, str]:
     return {"GIT_CEILING_DIRECTORIES": str(tmp_path)}
 
 
-def run_on_pty(project: Path, *args: str) -> tuple[int, str, str]:
-    """Run train.py with stdout on a pseudo-terminal; return (exit code, raw terminal output, stderr)."""
+def run_on_pty(project: Path, *args: str, columns: int = 200) -> tuple[int, str, str]:
+    """Run train.py with stdout on a pseudo-terminal `columns` wide; return (exit code,
+    raw terminal output, stderr)."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     argv = [sys.executable, "train.py", *TINY_ARGS, *args]
+    env = {k: v for k, v in train_env().items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(argv, cwd=project, stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=subprocess.PIPE, env=train_env())
+                            stderr=subprocess.PIPE, env=env)
     os.close(slave)
     chunks, deadline = [], time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -125,8 +131,9 @@ def run_on_pty(project: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, b"".join(chunks).decode(), stderr
 
 
-def screen(raw: str) -> list[str]:
-    """What a terminal shows for `raw`: \\r returns, ESC[K erases to the line's end."""
+def screen(raw: str, columns: int | None = None) -> list[str]:
+    """What a terminal shows for `raw`: \\r returns, ESC[K erases to the line's end,
+    and a line longer than `columns` wraps onto the next one."""
     lines, col = [""], 0
     i = 0
     while i < len(raw):
@@ -141,6 +148,9 @@ def screen(raw: str) -> list[str]:
             lines.append("")
             col = 0
         else:
+            if columns is not None and col == columns:  # the cursor wraps
+                lines.append("")
+                col = 0
             line = lines[-1]
             lines[-1] = line[:col] + ch + line[col + 1:]
             col += 1
@@ -284,6 +294,35 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(tmp_path):
     assert [line.split()[1] for line in validations] == [str(s) for s in shown_status]
     assert all(line.startswith("step ") for line in validations)
     assert shown[-2].startswith("final (best checkpoint) | ") and shown[-1] == ""
+
+
+def test_on_an_80_column_terminal_the_status_line_fits_and_redraws_cleanly(tmp_path):
+    """The demo's fields do not fit in 80 columns: the line keeps the first fields
+    that fit, so it never wraps and every redraw replaces the whole line."""
+    project = render(tmp_path)
+    # the frozen bias and tokens/s: more fields, as a real model has
+    with (project / "model.py").open("a") as f:
+        f.write(FROZEN_AND_TOKENS)
+    code, raw, stderr = run_on_pty(project, "--run-dir", "runs/tty", columns=80)
+    assert code == 0, raw + stderr
+    updates = re.findall(r"\r\033\[K(step \d+/\d+ \| [^\r\n]*)", raw)
+    assert updates, repr(raw)
+    for update in updates:
+        assert len(update) < 80, update  # text in the last column would wrap too
+        assert STATUS.match(update) and re.search(r"\| eta \d+:\d\d \| \w+ \d", update), update
+    # without a terminal nothing is left out: the fields the terminal could not show
+    piped = run_train(project, "--run-dir", "runs/piped")
+    assert piped.returncode == 0, piped.stderr
+    full = [m.string for m in status_lines(piped.stdout)]
+    assert len(full) == len(updates) and all(len(line) >= 80 for line in full), full
+    assert all("elapsed " in line and "elapsed " not in update for line, update in zip(full, updates, strict=True))
+    # and the terminal shows each status line whole, without wrapped fragments
+    shown = screen(raw, columns=80)
+    status = [line for line in shown if STATUS.match(line)]
+    assert status and all(line in updates for line in status), shown
+    for line in shown:
+        assert line.count("step ") <= 1 and line.count("eta ") <= 1, f"garbled line: {line!r}"
+        assert not re.match(r"^[\d.,]+ (samples|tokens)/s|^elapsed|^lr ", line), f"fragment: {line!r}"
 
 
 def test_under_torchrun_only_rank_0_prints(tmp_path):

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ class Config:
     # optimization
     batch_size: int = option(
         512,
-        "samples per optimizer micro-step *per process*: the global batch is "
+        "samples per micro-batch *per process*: the global batch is "
         "batch_size x world size (x accumulate_steps per optimizer step)",
     )
     lr: float = option(
@@ -800,7 +801,7 @@ def format_duration(seconds: float) -> str:
     )
 
 
-# Dense (not sparse) peak FLOP/s for the MFU estimate: (bf16/fp16, tf32, fp32),
+# Dense (not sparse) peak FLOP/s for the MFU estimate: (16-bit, tf32, fp32),
 # by the exact name torch.cuda.get_device_name reports, since variants of one
 # chip differ (an H100 PCIe has 3/4 of an SXM's peak). A GPU without tf32 units
 # lists its fp32 peak twice. Add yours from its datasheet; others get no MFU.
@@ -851,20 +852,29 @@ class Progress:
         self.tty = enabled and sys.stdout.isatty()
         self.open = False  # a status line without its newline is on the terminal
 
-    def update(self, text: str) -> None:
-        if self.enabled:
-            print(
-                f"\r\033[K{text}" if self.tty else text,
-                end="" if self.tty else "\n",
-                flush=True,
-            )
-            self.open = self.tty
+    def update(self, fields: list[str]) -> None:
+        """The fields, most important first, joined by " | "."""
+        if not self.enabled:
+            return
+        text = " | ".join(fields)
+        if not self.tty:
+            print(text, flush=True)
+            return
+        # A line longer than the terminal wraps, and redrawing it in place would
+        # leave the wrapped part behind: show the fields that fit.
+        width = shutil.get_terminal_size().columns - 1
+        while len(text) > width and len(fields) > 1:
+            fields = fields[:-1]
+            text = " | ".join(fields)
+        print(f"\r\033[K{text[:width]}", end="", flush=True)
+        self.open = True
 
     def print(self, text: str) -> None:
         """A permanent line (validation results, notices), above the status line."""
-        if self.enabled:
-            print(f"\n{text}" if self.open else text, flush=True)
-            self.open = False
+        if not self.enabled:
+            return
+        print(f"\n{text}" if self.open else text, flush=True)
+        self.open = False
 
 
 def model_summary(model: torch.nn.Module) -> str:
@@ -1008,17 +1018,22 @@ def evaluate(
 
 
 # -----------------------------------------------------------------------------
-# the stop flags: signal handlers only set them; the loop acts at a step boundary
+# signals: the handlers only note a request; the loop acts on it between steps
 
-STOP = {"stop": False, "requeue": False}
+
+class Requests:
+    """Set by the signal handlers, acted on by the loop between steps."""
+
+    stop = False
+    requeue = False  # SLURM's warning before the time limit, or a preemption
 
 
 def request_stop(signum, frame) -> None:
-    STOP["stop"] = True
+    Requests.stop = True
 
 
 def request_requeue(signum, frame) -> None:
-    STOP["requeue"] = True
+    Requests.requeue = True
 
 
 def requeue_slurm_job() -> None:
@@ -1049,6 +1064,8 @@ def requeue_slurm_job() -> None:
 
 
 # -----------------------------------------------------------------------------
+# the run: train() is the outline, the functions after it are its steps, and
+# `Run` is everything they share
 
 
 @dataclass
@@ -1062,6 +1079,85 @@ class TrainState:
     # each optimizer's own steps, by name: the position of its LR schedule
     optimizer_steps: dict[str, int] = field(default_factory=dict)
     bad_validations: int = 0  # validations in a row without improvement
+
+    def epoch_of_step(self) -> int:
+        """The 0-based epoch that the current step belongs to (metrics.csv's
+        column): once an epoch's last batch is done, `epoch` counts it."""
+        if self.batch_in_epoch == 0 and self.epoch > 0:
+            return self.epoch - 1
+        return self.epoch
+
+
+class Meter:
+    """The training metrics since the last log: a sum and a count per name, kept
+    on the device (no host sync per step), and the time they took."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.started = time.perf_counter()
+        # seconds of evaluation and checkpoint writes since `started`: samples/s
+        # (and MFU) count training time only
+        self.untimed = 0.0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self, world: Dist) -> dict[str, float]:
+        """Each metric's mean over the values it was given, averaged over the ranks
+        (a collective: every rank calls it at the same steps)."""
+        names = sorted(self.sums)
+        if not names:  # no optimizer was due since the last log
+            return {}
+        totals = torch.stack([self.sums[k] for k in names])
+        if world.world_size > 1:
+            dist.all_reduce(totals)
+            totals /= world.world_size
+        # .tolist(): the one host sync of the training loop, once per log
+        return {k: v / self.counts[k] for k, v in zip(names, totals.tolist())}
+
+
+@dataclass
+class Run:
+    """What the steps of one run share: set_up() builds it, train() hands it on."""
+
+    cfg: Config
+    world: Dist
+    device: torch.device
+    progress: Progress
+    writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
+    raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
+    # what compute_loss gets: raw_model with its optimized sub-models wrapped
+    model: torch.nn.Module
+    optimizers: dict[str, Optim]
+    amp_dtype: torch.dtype | None
+    autocast: torch.autocast | nullcontext
+    scalers: dict[str, torch.amp.GradScaler]
+    ddp_parts: dict[str, DDP]  # for no_sync(); empty on one process
+    train_set: Dataset
+    val_loader: DataLoader
+    val_batches: int
+    test_set: Dataset
+    # the length of training, in training steps
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    val_interval: int  # also validate every N steps inside an epoch (0: never)
+    drop_last: bool  # the training loader drops an epoch's short last batch
+    state: TrainState
+    resumed: bool = False
+    stopping: bool = False  # the last step is done (or early stopping decided)
+    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    tb: object | None = None  # a SummaryWriter, when tensorboard is installed
+    meter: Meter = field(default_factory=Meter)
+    lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
+    layer_norms: dict[str, torch.Tensor] = field(default_factory=dict)  # to log
+    window: list = field(default_factory=list)  # the micro-batches of this step
+    started: float = 0.0  # when training started (for the ETA)
+    start_step: int = 0
 
 
 def main(argv=None) -> int:
@@ -1084,10 +1180,28 @@ def main(argv=None) -> int:
 
 
 def train(cfg: Config, world: Dist, device: torch.device) -> int:
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    # fast_dev_run is a smoke test: nothing is written to disk
-    writes = world.is_main and not cfg.fast_dev_run
+    """The outline of a run. Every rank runs every step; those marked "every rank"
+    hold collectives, which wait until all ranks reach them."""
+    run = set_up(cfg, world, device)
+    resume(run)  # every rank
+    open_logs(run)
+    sanity_check(run)  # every rank
+
+    run.model.train()
+    run.started, run.start_step = time.perf_counter(), run.state.step
+    run.meter = Meter()  # samples/s counts from here
+    run.stopping = run.state.step >= run.total_steps
+    while not run.stopping and run.state.epoch < cfg.max_epochs:
+        exit_code = train_epoch(run)  # every rank
+        if exit_code is not None:
+            return exit_code  # a signal stopped it; last.pt resumes it
+    finish(run)  # every rank
+    return 0
+
+
+def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
+    """Everything before the first step: signals, seeds, data, model, optimizers,
+    and the length of training."""
     progress = Progress(world.is_main)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -1138,38 +1252,6 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
-    # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
-    state = TrainState(optimizer_steps=dict.fromkeys(optimizers, 0))
-    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
-    if cfg.resume == "auto":
-        # rank 0 looks, and every rank resumes from the file it named (a rank
-        # looking for itself could find another one while rank 0 still writes)
-        found = [find_resumable(run_dir) if world.is_main else None]
-        if world.world_size > 1:
-            dist.broadcast_object_list(found, src=0)  # every rank
-        resume_path = found[0]
-    checkpoint = load_resumable(resume_path) if resume_path else None
-    if checkpoint is not None:
-        raw_model.load_state_dict(checkpoint["model"])
-        for name, o in optimizers.items():
-            # its moments, its LRs and its initial_lr (the schedule's peak)
-            o.optimizer.load_state_dict(checkpoint["optimizers"][name])
-            scalers[name].load_state_dict(checkpoint["scalers"][name])
-        state = TrainState(**checkpoint["train_state"])
-        if len(checkpoint["rng"]) == world.world_size:
-            set_rng_state(checkpoint["rng"][world.rank], device)
-        else:
-            progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
-                f"{world.world_size}: RNG streams start afresh"
-            )
-        progress.print(
-            f"resume: {resume_path} at step {state.step} "
-            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
-        )
-    elif cfg.resume == "auto":
-        progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
-
     # compute_loss gets a copy of the model whose optimized sub-models are wrapped
     # (parameters shared); raw_model stays plain, for checkpoints and evaluation
     parts = {name: getattr(raw_model, name) for name in optimizers}
@@ -1196,7 +1278,6 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     }
     model = with_parts(raw_model, parts)
 
-    # the length of training, in training steps
     # Only full batches, one shape for torch.compile: the training loader drops
     # an epoch's short last batch (unless there is no full batch: then the one
     # short batch is the only shape)
@@ -1218,101 +1299,126 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     else:
         val_interval = 0  # only at the end of epochs
     val_loader = make_loader(val_set, cfg, world, device, shuffle=False)
-    val_batches = fraction_or_count(cfg.limit_val_batches, len(val_loader))
+    return Run(
+        cfg=cfg,
+        world=world,
+        device=device,
+        progress=progress,
+        writes=world.is_main and not cfg.fast_dev_run,
+        raw_model=raw_model,
+        model=model,
+        optimizers=optimizers,
+        amp_dtype=amp_dtype,
+        autocast=autocast,
+        scalers=scalers,
+        ddp_parts=ddp_parts,
+        train_set=train_set,
+        val_loader=val_loader,
+        val_batches=fraction_or_count(cfg.limit_val_batches, len(val_loader)),
+        test_set=test_set,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        val_interval=val_interval,
+        drop_last=drop_last,
+        state=TrainState(optimizer_steps=dict.fromkeys(optimizers, 0)),
+    )
 
-    if writes:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+def resume(run: Run) -> None:
+    """Continue from --resume's checkpoint ('auto': the newest valid one in
+    run_dir): weights, optimizers, loss scaling, progress and RNG state."""
+    cfg = run.cfg
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
+    if cfg.resume == "auto":
+        # rank 0 looks, and every rank resumes from the file it named (a rank
+        # looking for itself could find another one while rank 0 still writes)
+        found = [find_resumable(Path(cfg.run_dir)) if run.world.is_main else None]
+        if run.world.world_size > 1:
+            dist.broadcast_object_list(found, src=0)  # every rank
+        resume_path = found[0]
+        if resume_path is None:
+            run.progress.print(
+                f"resume: no checkpoint in {ckpt_dir}; starting from scratch"
+            )
+    if resume_path is None:
+        return
+    checkpoint = load_resumable(resume_path)
+    run.raw_model.load_state_dict(checkpoint["model"])
+    for name, o in run.optimizers.items():
+        # its moments, its LRs and its initial_lr (the schedule's peak)
+        o.optimizer.load_state_dict(checkpoint["optimizers"][name])
+        run.scalers[name].load_state_dict(checkpoint["scalers"][name])
+    run.state = TrainState(**checkpoint["train_state"])
+    run.resumed = True
+    world = run.world
+    if len(checkpoint["rng"]) == world.world_size:
+        set_rng_state(checkpoint["rng"][world.rank], run.device)
+    else:
+        run.progress.print(
+            f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+            f"{world.world_size}: RNG streams start afresh"
+        )
+    state = run.state
+    run.progress.print(
+        f"resume: {resume_path} at step {state.step} "
+        f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
+
+
+def open_logs(run: Run) -> None:
+    """config.json, a snapshot of the code, metrics.csv and TensorBoard (continued
+    after the resumed step), and what is about to train."""
+    cfg, progress = run.cfg, run.progress
+    run_dir = Path(cfg.run_dir)
+    if run.writes:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(
             json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
         )
         progress.print(snapshot_code(run_dir))
-        csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
-        tb = open_tensorboard(run_dir / "tensorboard", state.step if checkpoint else 0)
-    progress.print(model_summary(raw_model))
+        resumed_step = run.state.step if run.resumed else None
+        run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
+        run.tb = open_tensorboard(run_dir / "tensorboard", resumed_step or 0)
+    progress.print(model_summary(run.raw_model))
+    world = run.world
     global_batch = cfg.batch_size * world.world_size * cfg.accumulate_steps
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; "
-        f"{steps_per_epoch} training steps per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {run.device}; global batch {global_batch}; "
+        f"{run.steps_per_epoch} training steps per epoch, {run.total_steps} in all"
     )
     progress.print(
         "optimizers: "
         + ", ".join(
             f"{o.name} every {o.every} step(s), {o.total_steps} steps"
-            for o in optimizers.values()
+            for o in run.optimizers.values()
         )
     )
 
-    def log(row: dict) -> None:
-        if writes:
-            csv_log.log(row)
-            if tb is not None:
-                for name, value in row.items():
-                    if isinstance(value, float):
-                        tb.add_scalar(f"{row['split']}/{name}", value, row["step"])
 
-    def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
-        gathered), rank 0 writes."""
-        rng = [rng_state(device)]
-        if world.world_size > 1:
-            rng = [None] * world.world_size
-            dist.all_gather_object(rng, rng_state(device))
-        if not writes:
-            return
-        checkpoint = {
-            "model": raw_model.state_dict(),
-            # each optimizer's step counter (its schedule's position) is in train_state
-            "optimizers": {
-                o.name: o.optimizer.state_dict() for o in optimizers.values()
-            },
-            "scalers": {key: scaler.state_dict() for key, scaler in scalers.items()},
-            "train_state": dataclasses.asdict(state),
-            "step": state.step,
-            "epoch": state.epoch,
-            "rng": rng,
-            "config": dataclasses.asdict(cfg),
-        }
-        atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
+def log_row(run: Run, row: dict) -> None:
+    """One row of metrics.csv, its numbers as TensorBoard scalars too (if this
+    process writes)."""
+    if run.csv is not None:
+        run.csv.log(row)
+    if run.tb is not None:
+        for name, value in row.items():
+            if isinstance(value, float):
+                run.tb.add_scalar(f"{row['split']}/{name}", value, row["step"])
 
-    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
-        metrics = evaluate(
-            raw_model, loader, batches, device, autocast, world, list(optimizers)
-        )
-        return {f"{split}_{name}": value for name, value in metrics.items()}
 
-    def validate(max_batches: int = val_batches) -> dict[str, float]:
-        return eval_split("val", val_loader, max_batches)
+def sanity_check(run: Run) -> None:
+    """A few validation batches before training (one when --sanity-val-steps is 0).
 
-    def step_epoch() -> int:
-        """The 0-based epoch that the current step belongs to (metrics.csv's
-        column): once an epoch's last batch is done, state.epoch counts it."""
-        if state.batch_in_epoch == 0 and state.epoch > 0:
-            return state.epoch - 1
-        return state.epoch
-
-    def after_validation(metrics: dict[str, float]) -> None:
-        """Log, keep best.pt, and count validations without improvement."""
-        progress.print(
-            f"step {state.step} | validation | "
-            + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        )
-        log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
-        value = metrics[cfg.monitor_metric]
-        sign = 1 if cfg.monitor_mode == "max" else -1
-        if state.best is None or sign * (value - state.best) > cfg.min_delta:
-            state.bad_validations = 0
-        else:
-            state.bad_validations += 1
-        if state.best is None or sign * (value - state.best) > 0:
-            state.best = value
-            save("best")
-
-    # Catches evaluation bugs, and a --monitor-metric that names nothing, before
-    # hours of training (one batch when the sanity check is off). Evaluation
-    # draws no random numbers, so the training RNG stream is untouched.
-    sanity = validate(cfg.sanity_val_steps or 1)
-    if cfg.sanity_val_steps and checkpoint is None:
-        progress.print(
+    Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    hours of training. Evaluation draws no random numbers, so the training RNG
+    stream is untouched.
+    """
+    cfg = run.cfg
+    sanity = evaluate_split(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    if cfg.sanity_val_steps and not run.resumed:
+        run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
         )
     if cfg.monitor_metric not in sanity:
@@ -1321,283 +1427,368 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             f"{', '.join(sorted(sanity))}"
         )
 
-    model.train()
-    peak_flops = gpu_peak_flops(device, amp_dtype or torch.float32, cfg.tf32)
-    flops_per_sample = getattr(raw_model, "flops_per_sample", None)
-    # a model of sequences can tell its tokens per sample (the demo does): tokens/s
-    tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
-    # metrics accumulate on the device between log steps: no per-step host sync
-    log_sums: dict[str, torch.Tensor] = {}
-    log_counts: dict[str, int] = {}  # how many values each sum holds
-    lrs: dict[str, float] = {}  # each optimizer's latest LR
-    log_samples = 0
-    log_t0 = t_start = time.perf_counter()
-    # seconds of evaluation and checkpoint writes since log_t0: samples/s (and
-    # MFU) count training time only
-    untimed = 0.0
-    start_step = state.step
-    stopping = state.step >= total_steps
-    while not stopping and state.epoch < cfg.max_epochs:
-        epoch = state.epoch
-        if hasattr(train_set, "set_epoch"):
-            # for augmentation drawn from a generator seeded by (seed, epoch,
-            # index): a resumed run then sees the same samples (README)
-            train_set.set_epoch(epoch)
-        loader = make_loader(
-            train_set,
-            cfg,
-            world,
-            device,
-            shuffle=not cfg.overfit_batches,
-            epoch=epoch,
-            skip_batches=state.batch_in_epoch,
-            # a short last batch would make torch.compile compile a second graph
-            drop_last=drop_last,
-        )
-        for i, batch in enumerate(loader, start=state.batch_in_epoch):
-            if i >= batches_per_epoch:
-                break
-            batch = move_to(batch, device)
-            if state.step == 0 and i == 0 and world.is_main:
-                print_module_shapes(raw_model, batch, list(optimizers))
-            # the micro-batches of a window are kept until it is complete: each
-            # optimizer due at this step then runs over all of them in turn
-            if i % cfg.accumulate_steps == 0:
-                window = []
-            window.append(batch)
-            log_samples += batch_len(batch)
-            state.batch_in_epoch = i + 1
-            # the last window of an epoch may be shorter than accumulate_steps
-            if (
-                len(window) < cfg.accumulate_steps
-                and state.batch_in_epoch < batches_per_epoch
-            ):
-                continue
 
-            # --- the optimizers due at this step, one after the other in the order of
-            # build_optimizers: a later one (the generator) sees the update an
-            # earlier one (the discriminator) made at this same step ---
-            layer_norms = {}
-            for o in optimizers.values():
-                if (state.step + 1) % o.every:
-                    continue  # not due: its parameters and its state stay as they are
-                for k, micro in enumerate(window):
-                    # all-reduce on the last micro-batch only: no_sync covers the
-                    # forward and the backward of the others
-                    with syncing_only(ddp_parts, o.name, sync=k + 1 == len(window)):
-                        with autocast:
-                            result = compute_loss(model, micro, o.name)
-                        loss, metrics = checked_loss(result, f"loss_{o.name}")
-                        loss = loss / len(window)  # the window actually used
-                        # into this optimizer's parameters only: the generator's
-                        # loss flows through the discriminator, but leaves its grads
-                        scalers[o.name].scale(loss).backward(inputs=o.params)
-                        for k, v in metrics.items():
-                            log_sums[k] = log_sums.get(k, 0) + v.detach().float()
-                            log_counts[k] = log_counts.get(k, 0) + 1
+def train_epoch(run: Run) -> int | None:
+    """The rest of the current epoch, then its validation and last.pt.
 
-                # --- this optimizer's step (natural place for gradient surgery) ---
-                # the schedule on its own step counter, scaled to its own LR
-                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
-                for group in o.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * lr / cfg.lr
-                lrs[o.name] = o.optimizer.param_groups[0]["lr"]
-                # unscale first so that clipping and norms see the true gradients
-                scalers[o.name].unscale_(o.optimizer)
-                # before any clipping, which would spread one layer's NaN to all;
-                # only this optimizer's parameters have gradients now
-                # fp16: overflowed gradients are GradScaler's business (it skips the
-                # step and lowers the scale); a NaN loss still stops at the next log
-                bad = [] if scalers[o.name].is_enabled() else nonfinite_grads(raw_model)
-                if bad:
-                    progress.print(
-                        f"step {state.step} ({o.name}): "
-                        f"non-finite gradients in {', '.join(bad)}"
-                    )
-                    if cfg.on_nonfinite == "stop":
-                        raise FloatingPointError(
-                            f"non-finite gradients in {', '.join(bad)} "
-                            f"at step {state.step} (--on-nonfinite stop)"
-                        )
-                    # no gradients at all: the step leaves every parameter as it is
-                    o.optimizer.zero_grad(set_to_none=True)
-                if (state.step + 1) % cfg.log_every == 0:
-                    layer_norms.update(layer_grad_norms(raw_model))
-                # this optimizer's pre-clip norm, logged; clipping does nothing useful
-                # to scaled gradients, hence after unscale_
-                if cfg.clip_value > 0:
-                    grads = [p.grad for p in o.params if p.grad is not None]
-                    grad_norm = torch.nn.utils.get_total_norm(grads)
-                    for grad in grads:
-                        grad.clamp_(-cfg.clip_value, cfg.clip_value)
-                else:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-                    )
-                key = f"grad_norm_{o.name}"
-                # .to(device): a CPU zero when a skipped step left no gradients
-                norm = grad_norm.detach().to(device, torch.float32)
-                log_sums[key] = log_sums.get(key, 0) + norm
-                log_counts[key] = log_counts.get(key, 0) + 1
-                # skips the step if fp16 gradients overflowed
-                scalers[o.name].step(o.optimizer)
-                scalers[o.name].update()
-                o.optimizer.zero_grad(set_to_none=True)
-                state.optimizer_steps[o.name] += 1
-            state.step += 1
-            stopping = state.step >= total_steps
+    Returns an exit code when a signal stopped the run (after saving last.pt).
+    """
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
+    if hasattr(run.train_set, "set_epoch"):
+        # for augmentation drawn from a generator seeded by (seed, epoch,
+        # index): a resumed run then sees the same samples (README)
+        run.train_set.set_epoch(epoch)
+    loader = make_loader(
+        run.train_set,
+        cfg,
+        run.world,
+        run.device,
+        shuffle=not cfg.overfit_batches,
+        epoch=epoch,
+        skip_batches=state.batch_in_epoch,
+        # a short last batch would make torch.compile compile a second graph
+        drop_last=run.drop_last,
+    )
+    for i, batch in enumerate(loader, start=state.batch_in_epoch):
+        if i >= run.batches_per_epoch:
+            break
+        batch = move_to(batch, run.device)
+        if state.step == 0 and i == 0 and run.world.is_main:
+            print_module_shapes(run.raw_model, batch, list(run.optimizers))
+        if not train_step(run, i, batch):
+            continue  # inside a window of micro-batches
+        if state.step % cfg.log_every == 0 or run.stopping:
+            log_training(run, epoch)  # every rank
 
-            if state.step % cfg.log_every == 0 or stopping:
-                # the only host sync of the training loop, once per log_every steps
-                names = sorted(log_sums)
-                # (empty when no optimizer was due since the last log)
-                totals = (
-                    torch.stack([log_sums[k] for k in names])
-                    if names
-                    else torch.zeros(0, device=device)
-                )
-                if world.world_size > 1:
-                    dist.all_reduce(totals)
-                    totals /= world.world_size
-                # each metric over the micro-batches (norms: the steps) that gave it
-                means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
-                # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
-                # lowers the scale (its job, no reason to stop), so while it is on
-                # only the other metrics must be finite
-                checked = {
-                    k: v
-                    for k, v in means.items()
-                    if not k.startswith("grad_norm") or amp_dtype != torch.float16
-                }
-                if not all(math.isfinite(v) for v in checked.values()):
-                    # every rank sees the same reduced values, so all stop together
-                    raise FloatingPointError(
-                        f"non-finite training metrics at step {state.step}: {means}"
-                    )
-                elapsed = time.perf_counter() - log_t0 - untimed
-                samples_per_s = log_samples * world.world_size / elapsed
-                row = {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "train",
-                    **means,
-                    **{f"lr_{k}": v for k, v in lrs.items()},
-                    "samples_per_s": samples_per_s,
-                }
-                epoch_done = state.batch_in_epoch / batches_per_epoch
-                fields = [
-                    f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {epoch_done:4.0%}",
-                ]
-                fields += [f"{k} {v:.4f}" for k, v in means.items()]
-                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
-                fields.append(f"{samples_per_s:,.0f} samples/s")
-                if tokens_per_sample is not None:
-                    row["tokens_per_s"] = samples_per_s * tokens_per_sample()
-                    fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
-                if flops_per_sample is not None and peak_flops:
-                    per_rank = samples_per_s / world.world_size
-                    mfu = flops_per_sample() * per_rank / peak_flops
-                    fields.append(f"mfu {100 * mfu:.1f}%")
-                    row["mfu"] = mfu
-                if device.type == "cuda":
-                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                    fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
-                    torch.cuda.reset_peak_memory_stats(device)
-                spent = time.perf_counter() - t_start
-                eta = spent / (state.step - start_step) * (total_steps - state.step)
-                fields += [
-                    f"elapsed {format_duration(spent)}",
-                    f"eta {format_duration(eta)}",
-                ]
-                progress.update(" | ".join(fields))
-                if state.step % cfg.log_every == 0:
-                    norms = {name: norm.item() for name, norm in layer_norms.items()}
-                    progress.print(
-                        "grad norms: "
-                        + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
-                    )
-                    row.update({f"grad_norm/{k}": v for k, v in norms.items()})
-                log(row)
-                log_sums.clear()
-                log_counts.clear()
-                log_t0, log_samples, untimed = time.perf_counter(), 0, 0.0
-
-            # --- validation inside the epoch, checkpoints, stop requests ---
-            end_of_epoch = state.batch_in_epoch >= batches_per_epoch
-            t0 = time.perf_counter()
-            if val_interval and state.step % val_interval == 0 and not end_of_epoch:
-                after_validation(validate())
-            if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-                save(f"step_{state.step:08d}")
-                if writes:
-                    prune_checkpoints(ckpt_dir, cfg.keep_last)
-            untimed += time.perf_counter() - t0
-            flags = [STOP["stop"], STOP["requeue"]]
-            if world.world_size > 1:
-                # A signal may reach the ranks at different steps: they agree on it
-                # at steps that every rank reaches together, each log_every-th and
-                # an epoch's last, not at every step (reading the agreement back
-                # waits for the GPU). A stop waits up to log_every steps for it.
-                if state.step % cfg.log_every == 0 or end_of_epoch:
-                    agreed = torch.tensor(flags, dtype=torch.int32, device=device)
-                    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # every rank
-                    flags = [bool(flag) for flag in agreed.tolist()]
-                else:
-                    flags = [False] * len(flags)  # until the ranks next agree
-            if any(flags) and not stopping:
-                stop, requeue = flags
-                save("last")
-                progress.print(
-                    f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"
-                )
-                if requeue:
-                    if world.is_main:
-                        requeue_slurm_job()
-                    return 0
-                progress.print(
-                    f"resume with: python train.py --resume auto --run-dir {run_dir}"
-                )
-                return 130
-            if stopping:
-                break
-
-        # --- end of epoch ---
+        # validation inside the epoch, periodic checkpoints, stop requests
+        end_of_epoch = state.batch_in_epoch >= run.batches_per_epoch
         t0 = time.perf_counter()
-        if state.batch_in_epoch >= batches_per_epoch:
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-        if (epoch + 1) % cfg.val_every_epochs == 0 or stopping:
-            after_validation(validate())
-            if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
-                progress.print(
-                    f"early stopping: {cfg.monitor_metric} did not improve "
-                    f"for {cfg.patience} validations"
-                )
-                stopping = True
-        save("last")
-        untimed += time.perf_counter() - t0
+        if run.val_interval and state.step % run.val_interval == 0 and not end_of_epoch:
+            validate(run)  # every rank
+        if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+            save_checkpoint(run, f"step_{state.step:08d}")  # every rank
+            if run.writes:
+                prune_checkpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
+        run.meter.untimed += time.perf_counter() - t0
+        requests = agreed_requests(run, end_of_epoch)  # every rank
+        if any(requests) and not run.stopping:
+            return stop_early(run, requeue=requests[1])  # every rank
+        if run.stopping:
+            break
+    end_epoch(run, epoch)  # every rank
+    return None
 
-    # --- test the best checkpoint ---
-    best_path = ckpt_dir / "best.pt"
+
+def train_step(run: Run, i: int, batch) -> bool:
+    """One training step: every optimizer due at it, one after the other in the
+    order of build_optimizers. A later one (the generator) sees the update an
+    earlier one (the discriminator) made at this same step.
+
+    With accumulation a step is a window of micro-batches: batch i of the epoch
+    joins the window, and the step runs when the window is complete. Returns
+    whether it ran.
+    """
+    cfg, state = run.cfg, run.state
+    # the micro-batches of a window are kept until it is complete: each
+    # optimizer due at this step then runs over all of them in turn
+    if i % cfg.accumulate_steps == 0:
+        run.window = []
+    run.window.append(batch)
+    run.meter.samples += batch_len(batch)
+    state.batch_in_epoch = i + 1
+    # the last window of an epoch may be shorter than accumulate_steps
+    if (
+        len(run.window) < cfg.accumulate_steps
+        and state.batch_in_epoch < run.batches_per_epoch
+    ):
+        return False
+    for o in run.optimizers.values():
+        if (state.step + 1) % o.every:
+            continue  # not due: its parameters and its state stay as they are
+        for k, micro in enumerate(run.window):
+            # all-reduce on the last micro-batch only: no_sync covers the
+            # forward and the backward of the others
+            with syncing_only(run.ddp_parts, o.name, sync=k + 1 == len(run.window)):
+                forward_backward(run, micro, o, len(run.window))
+        optimizer_step(run, o)
+    state.step += 1
+    run.stopping = state.step >= run.total_steps
+    return True
+
+
+def forward_backward(run: Run, batch, o: Optim, window_size: int) -> None:
+    """The loss of optimizer `o` on one micro-batch, backpropagated into its
+    parameters."""
+    with run.autocast:
+        result = compute_loss(run.model, batch, o.name)
+    loss, metrics = checked_loss(result, f"loss_{o.name}")
+    # the mean over the window actually used, also for a short last one
+    loss = loss / window_size
+    # into this optimizer's parameters only: the generator's loss flows through
+    # the discriminator, but leaves its gradients alone
+    run.scalers[o.name].scale(loss).backward(inputs=o.params)
+    run.meter.add(metrics)
+
+
+def optimizer_step(run: Run, o: Optim) -> None:
+    """Optimizer `o` applies its gradients (a natural place for gradient surgery):
+    its schedule runs on its own step counter, scaled to its own LR."""
+    cfg, state = run.cfg, run.state
+    lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
+    for group in o.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr / cfg.lr
+    run.lrs[f"lr_{o.name}"] = o.optimizer.param_groups[0]["lr"]
+    # unscale first so that clipping and norms see the true gradients
+    run.scalers[o.name].unscale_(o.optimizer)
+    # before clipping, which would spread one layer's NaN to all
+    # fp16: overflowed gradients are GradScaler's business (it skips the step and
+    # lowers the scale); a NaN loss still stops at the next log
+    bad = [] if run.scalers[o.name].is_enabled() else nonfinite_grads(run.raw_model)
+    if bad:
+        run.progress.print(
+            f"step {state.step} ({o.name}): non-finite gradients in {', '.join(bad)}"
+        )
+        if cfg.on_nonfinite == "stop":
+            raise FloatingPointError(
+                f"non-finite gradients in {', '.join(bad)} "
+                f"at step {state.step} (--on-nonfinite stop)"
+            )
+        # no gradients at all: the step below leaves every parameter as it is
+        o.optimizer.zero_grad(set_to_none=True)
+    if (state.step + 1) % cfg.log_every == 0:
+        run.layer_norms.update(layer_grad_norms(run.raw_model))
+    # the pre-clip norm, logged; clipping does nothing useful to scaled gradients,
+    # hence after unscale_
+    if cfg.clip_value > 0:
+        grads = [p.grad for p in o.params if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        # by hand: clip_grad_value_ fails when no parameter has a gradient
+        for grad in grads:
+            grad.clamp_(-cfg.clip_value, cfg.clip_value)
+    else:
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+        )
+    # .to(device): a CPU zero when a skipped step left no gradients
+    run.meter.add({f"grad_norm_{o.name}": grad_norm.to(run.device, torch.float32)})
+    run.scalers[o.name].step(o.optimizer)  # skips the step if fp16 gradients overflowed
+    run.scalers[o.name].update()
+    o.optimizer.zero_grad(set_to_none=True)
+    state.optimizer_steps[o.name] += 1
+
+
+def log_training(run: Run, epoch: int) -> None:
+    """The progress line and a row of metrics.csv: the training metrics since the
+    last log, averaged over the ranks."""
+    state, meter = run.state, run.meter
+    means = meter.means(run.world)  # every rank
+    # fp16: an overflow makes the gradient norm inf; GradScaler skips that step and
+    # lowers the scale (its job, no reason to stop), so only the other metrics
+    # must be finite then
+    fp16 = run.amp_dtype == torch.float16
+    checked = {
+        k: v for k, v in means.items() if not (fp16 and k.startswith("grad_norm"))
+    }
+    if not all(math.isfinite(v) for v in checked.values()):
+        # every rank sees the same reduced values, so all stop together
+        raise FloatingPointError(
+            f"non-finite training metrics at step {state.step}: {means}"
+        )
+    elapsed = time.perf_counter() - meter.started - meter.untimed
+    samples_per_s = meter.samples * run.world.world_size / elapsed
+    row = {
+        "step": state.step,
+        "epoch": epoch,
+        "split": "train",
+        **means,
+        **run.lrs,
+        "samples_per_s": samples_per_s,
+    }
+    spent = time.perf_counter() - run.started
+    eta = spent / (state.step - run.start_step) * (run.total_steps - state.step)
+    # in order of importance: a narrow terminal shows the first ones
+    fields = [
+        f"step {state.step}/{run.total_steps}",
+        f"epoch {epoch} {state.batch_in_epoch / run.batches_per_epoch:4.0%}",
+        f"eta {format_duration(eta)}",
+    ]
+    fields += [f"{k} {v:.4f}" for k, v in means.items()]
+    fields += [f"{k} {v:.2e}" for k, v in run.lrs.items()]
+    fields.append(f"{samples_per_s:,.0f} samples/s")
+    tokens_per_sample = getattr(run.raw_model, "tokens_per_sample", None)
+    if tokens_per_sample is not None:
+        # a model of sequences can tell its tokens per sample (the demo does)
+        row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+        fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
+    flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
+    dtype = run.amp_dtype or torch.float32
+    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    if flops_per_sample is not None and peak_flops:
+        mfu = flops_per_sample() * samples_per_s / run.world.world_size / peak_flops
+        fields.append(f"mfu {100 * mfu:.1f}%")
+        row["mfu"] = mfu
+    if run.device.type == "cuda":
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+        fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
+        torch.cuda.reset_peak_memory_stats(run.device)
+    fields.append(f"elapsed {format_duration(spent)}")
+    run.progress.update(fields)
+    if run.layer_norms:
+        norms = {name: norm.item() for name, norm in run.layer_norms.items()}
+        run.progress.print(
+            "grad norms: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
+        )
+        row.update({f"grad_norm/{k}": v for k, v in norms.items()})
+        run.layer_norms = {}
+    log_row(run, row)
+    run.meter = Meter()
+
+
+def agreed_requests(run: Run, end_of_epoch: bool) -> list[bool]:
+    """The stop and requeue requests that all ranks agree on (a collective).
+
+    A signal may reach the ranks at different steps: they agree on it at steps
+    that every rank reaches together, each log_every-th and an epoch's last, not
+    at every step (reading the agreement back waits for the GPU). A stop waits
+    up to log_every steps for it.
+    """
+    requests = [Requests.stop, Requests.requeue]
+    if run.world.world_size == 1:
+        return requests
+    if run.state.step % run.cfg.log_every and not end_of_epoch:
+        return [False] * len(requests)  # until the ranks next agree
+    agreed = torch.tensor(requests, dtype=torch.int32, device=run.device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return [bool(request) for request in agreed.tolist()]
+
+
+def stop_early(run: Run, requeue: bool) -> int:
+    """Save last.pt after a stop signal; requeue the job after SLURM's warning."""
+    save_checkpoint(run, "last")  # every rank
+    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
+    run.progress.print(
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
+    )
+    if requeue:
+        if run.world.is_main:
+            requeue_slurm_job()
+        return 0
+    run.progress.print(
+        f"resume with: python train.py --resume auto --run-dir {run.cfg.run_dir}"
+    )
+    return 130
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """After the epoch's last step (or the run's): validation, early
+    stopping and last.pt."""
+    cfg, state = run.cfg, run.state
+    t0 = time.perf_counter()
+    if state.batch_in_epoch >= run.batches_per_epoch:
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+    if (epoch + 1) % cfg.val_every_epochs == 0 or run.stopping:
+        validate(run)  # every rank
+        if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
+            run.progress.print(
+                f"early stopping: {cfg.monitor_metric} did not improve "
+                f"for {cfg.patience} validations"
+            )
+            run.stopping = True
+    save_checkpoint(run, "last")  # every rank
+    run.meter.untimed += time.perf_counter() - t0
+
+
+def evaluate_split(
+    run: Run, split: str, loader: DataLoader, max_batches: int
+) -> dict[str, float]:
+    """evaluate() on one split, the metrics' names prefixed with it (val_loss)."""
+    metrics = evaluate(
+        run.raw_model,
+        loader,
+        max_batches,
+        run.device,
+        run.autocast,
+        run.world,
+        list(run.optimizers),
+    )
+    return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def validate(run: Run) -> None:
+    """Validate; log it, keep best.pt and count validations without improvement.
+
+    Every rank calls it: evaluation all-reduces, and saving best.pt gathers.
+    """
+    cfg, state = run.cfg, run.state
+    metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    run.progress.print(
+        f"step {state.step} | validation | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+    epoch = state.epoch_of_step()
+    log_row(run, {"step": state.step, "epoch": epoch, "split": "val", **metrics})
+    value = metrics[cfg.monitor_metric]
+    sign = 1 if cfg.monitor_mode == "max" else -1
+    if state.best is None or sign * (value - state.best) > cfg.min_delta:
+        state.bad_validations = 0
+    else:
+        state.bad_validations += 1
+    if state.best is None or sign * (value - state.best) > 0:
+        state.best = value
+        save_checkpoint(run, "best")  # every rank, though only one writes
+
+
+def save_checkpoint(run: Run, name: str) -> None:
+    """checkpoints/<name>.pt: every rank calls it (all ranks' RNG states are
+    gathered, a collective), rank 0 writes."""
+    rng = [rng_state(run.device)]
+    if run.world.world_size > 1:
+        rng = [None] * run.world.world_size
+        dist.all_gather_object(rng, rng_state(run.device))
+    if not run.writes:
+        return
+    state = run.state
+    checkpoint = {
+        "model": run.raw_model.state_dict(),
+        # each optimizer's step counter (its schedule's position) is in train_state
+        "optimizers": {
+            o.name: o.optimizer.state_dict() for o in run.optimizers.values()
+        },
+        "scalers": {key: scaler.state_dict() for key, scaler in run.scalers.items()},
+        "train_state": dataclasses.asdict(state),
+        "step": state.step,
+        "epoch": state.epoch,
+        "rng": rng,
+        "config": dataclasses.asdict(run.cfg),
+    }
+    atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
+
+
+def finish(run: Run) -> None:
+    """Validate and test the best checkpoint; write summary.json."""
+    cfg, state = run.cfg, run.state
+    best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
     # rank 0 wrote best.pt and reads it: on other nodes the run directory may be
     # a stale copy, or not shared at all; the other ranks get its weights
-    if world.is_main and best_path.exists() and not cfg.fast_dev_run:
-        raw_model.load_state_dict(load_checkpoint(best_path)["model"])
-    if world.world_size > 1:
-        for tensor in raw_model.state_dict().values():
+    if run.world.is_main and best_path.exists() and not cfg.fast_dev_run:
+        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+    if run.world.world_size > 1:
+        for tensor in run.raw_model.state_dict().values():
             dist.broadcast(tensor, src=0)  # every rank, in the same order
-    val_metrics = validate()
-    test_loader = make_loader(test_set, cfg, world, device, shuffle=False)
+    val_metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = eval_split("test", test_loader, test_batches)
+    test_metrics = evaluate_split(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
-    progress.print(
+    run.progress.print(
         "final (best checkpoint) | "
         + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
-    if writes:
-        log(
-            {"step": state.step, "epoch": step_epoch(), "split": "test", **test_metrics}
+    if run.writes:
+        epoch = state.epoch_of_step()
+        log_row(
+            run, {"step": state.step, "epoch": epoch, "split": "test", **test_metrics}
         )
         summary = {
             "step": state.step,
@@ -1606,10 +1797,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             **val_metrics,
             **test_metrics,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if tb is not None:
-            tb.close()
-    return 0
+        summary_path = Path(cfg.run_dir) / "summary.json"
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        if run.tb is not None:
+            run.tb.close()
 
 
 def open_tensorboard(log_dir: Path, purge_step: int):

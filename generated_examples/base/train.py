@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,7 +55,7 @@ class Config:
     resume: str = option(
         "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
     )
-    seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
+    seed: int = option(1337, "seeds model init, shuffling and dropout")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     tf32: bool = option(
@@ -65,7 +66,7 @@ class Config:
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs")
     # optimization
-    batch_size: int = option(256, "samples per optimizer micro-step")
+    batch_size: int = option(256, "samples per batch")
     lr: float = option(3e-3, "peak learning rate (AdamW)")
     min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
     schedule: str = option(
@@ -206,32 +207,18 @@ def parse_config(argv=None) -> Config:
 # processes and devices
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Where this process stands: rank 0 of 1 unless launched by a launcher."""
+def pick_device(name: str) -> torch.device:
+    """'auto' takes the first GPU, then Apple's MPS, then the CPU.
 
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' takes this rank's GPU, then Apple's MPS, then the CPU; 'cuda' without
-    an index takes this rank's GPU (LOCAL_RANK, modulo the GPUs this process sees).
-
-    A GPU becomes the current CUDA device: kernels, caches and NCCL calls that
-    name no index go to it, not all to cuda:0.
+    A GPU becomes the current CUDA device: kernels and caches that name no index
+    go to it, also when it is not cuda:0.
     """
     if name == "auto" and not torch.cuda.is_available():
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     device = torch.device("cuda" if name == "auto" else name)
     if device.type == "cuda":
         if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            device = torch.device("cuda", 0)
         torch.cuda.set_device(device)
     return device
 
@@ -244,8 +231,7 @@ def seed_everything(seed: int) -> None:
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
-        # this process's GPU only: a resumed run may see another number of GPUs
-        # per process (8 per node under torchrun, 1 per task under srun)
+        # the GPU this process trains on only
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
@@ -262,31 +248,19 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 # same batches as an uninterrupted one
 
 
-class ShardSampler(Sampler):
-    """The indices of this rank's share of one epoch, from batch `start` on.
-
-    With shuffle, the order is torch.randperm seeded with seed + epoch -- the
-    permutation DistributedSampler uses -- truncated to a multiple of the world
-    size so that every rank runs the same number of steps, then dealt out
-    rank::world_size. Without shuffle, nothing is dropped (evaluation sees every
-    sample exactly once; ranks may get one sample more or less).
-    """
+class EpochSampler(Sampler):
+    """The indices of one epoch, from sample `skip` on: with shuffle in the order
+    of torch.randperm seeded with seed + epoch, otherwise in order."""
 
     def __init__(
-        self,
-        n: int,
-        world: Dist,
-        shuffle: bool,
-        seed: int = 0,
-        epoch: int = 0,
-        skip: int = 0,
+        self, n: int, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0
     ):
         if shuffle:
             generator = torch.Generator().manual_seed(seed + epoch)
-            order = torch.randperm(n, generator=generator)[: n - n % world.world_size]
+            order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        self.indices = order[world.rank :: world.world_size][skip:].tolist()
+        self.indices = order[skip:].tolist()
 
     def __iter__(self):
         return iter(self.indices)
@@ -306,16 +280,14 @@ def indexes_batches(dataset: Dataset) -> bool:
 def make_loader(
     dataset: Dataset,
     cfg: Config,
-    world: Dist,
     device: torch.device,
     shuffle: bool,
     epoch: int = 0,
     skip_batches: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    sampler = ShardSampler(
-        len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
-    )
+    skip = skip_batches * cfg.batch_size
+    sampler = EpochSampler(len(dataset), shuffle, cfg.seed, epoch, skip)
     batching = {
         "sampler": sampler,
         "batch_size": cfg.batch_size,
@@ -434,9 +406,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         },
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # On CUDA the fused kernel: one launch for all parameters, and under fp16
-    # GradScaler's overflow check stays on the GPU (with foreach it syncs the
-    # host). On a CPU the multi-tensor (foreach) kernels, faster than a loop.
+    # On CUDA the fused kernel: one launch for all parameters; on a CPU the
+    # multi-tensor (foreach) kernels, faster than a loop.
     # Any torch.optim optimizer imports torch._dynamo when built (seconds on a
     # slow CPU); nothing avoids it.
     on_cuda = any(p.is_cuda for p in params)
@@ -461,7 +432,7 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: one writer (global rank 0), atomic writes, plain weights
+# checkpoints: atomic writes, plain weights
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -574,7 +545,7 @@ def format_duration(seconds: float) -> str:
     )
 
 
-# Dense (not sparse) peak FLOP/s for the MFU estimate: (bf16/fp16, tf32, fp32),
+# Dense (not sparse) peak FLOP/s for the MFU estimate: (16-bit, tf32, fp32),
 # by the exact name torch.cuda.get_device_name reports, since variants of one
 # chip differ (an H100 PCIe has 3/4 of an SXM's peak). A GPU without tf32 units
 # lists its fp32 peak twice. Add yours from its datasheet; others get no MFU.
@@ -618,27 +589,31 @@ def gpu_peak_flops(
 
 
 class Progress:
-    """One status line on rank 0: redrawn in place on a terminal, appended otherwise."""
+    """One status line: redrawn in place on a terminal, appended otherwise."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.tty = enabled and sys.stdout.isatty()
+    def __init__(self):
+        self.tty = sys.stdout.isatty()
         self.open = False  # a status line without its newline is on the terminal
 
-    def update(self, text: str) -> None:
-        if self.enabled:
-            print(
-                f"\r\033[K{text}" if self.tty else text,
-                end="" if self.tty else "\n",
-                flush=True,
-            )
-            self.open = self.tty
+    def update(self, fields: list[str]) -> None:
+        """The fields, most important first, joined by " | "."""
+        text = " | ".join(fields)
+        if not self.tty:
+            print(text, flush=True)
+            return
+        # A line longer than the terminal wraps, and redrawing it in place would
+        # leave the wrapped part behind: show the fields that fit.
+        width = shutil.get_terminal_size().columns - 1
+        while len(text) > width and len(fields) > 1:
+            fields = fields[:-1]
+            text = " | ".join(fields)
+        print(f"\r\033[K{text[:width]}", end="", flush=True)
+        self.open = True
 
     def print(self, text: str) -> None:
         """A permanent line (validation results, notices), above the status line."""
-        if self.enabled:
-            print(f"\n{text}" if self.open else text, flush=True)
-            self.open = False
+        print(f"\n{text}" if self.open else text, flush=True)
+        self.open = False
 
 
 def model_summary(model: torch.nn.Module) -> str:
@@ -688,11 +663,8 @@ def snapshot_code(run_dir: Path) -> str:
 def evaluate(
     model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device
 ) -> dict[str, float]:
-    """Mean of each metric over the samples seen (by all ranks), in eval mode.
-
-    Metrics are summed as value x batch size with the sample count, then divided:
-    a mean of per-rank means would weight a rank's short last batch wrongly.
-    """
+    """Mean of each metric over the samples seen, in eval mode (weighted by batch
+    size: a short last batch counts for its samples only)."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -715,16 +687,22 @@ def evaluate(
 
 
 # -----------------------------------------------------------------------------
-# the stop flags: signal handlers only set them; the loop acts at a step boundary
+# signals: the handlers only note a request; the loop acts on it between steps
 
-STOP = {"stop": False}
+
+class Requests:
+    """Set by the signal handlers, acted on by the loop between steps."""
+
+    stop = False
 
 
 def request_stop(signum, frame) -> None:
-    STOP["stop"] = True
+    Requests.stop = True
 
 
 # -----------------------------------------------------------------------------
+# the run: train() is the outline, the functions after it are its steps, and
+# `Run` is everything they share
 
 
 @dataclass
@@ -733,24 +711,104 @@ class TrainState:
 
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # current epoch
-    batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
+    batch_in_epoch: int = 0  # batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor_metric so far
+
+    def epoch_of_step(self) -> int:
+        """The 0-based epoch that the current step belongs to (metrics.csv's
+        column): once an epoch's last batch is done, `epoch` counts it."""
+        if self.batch_in_epoch == 0 and self.epoch > 0:
+            return self.epoch - 1
+        return self.epoch
+
+
+class Meter:
+    """The training metrics since the last log: a sum and a count per name, kept
+    on the device (no host sync per step), and the time they took."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.started = time.perf_counter()
+        # seconds of evaluation and checkpoint writes since `started`: samples/s
+        # (and MFU) count training time only
+        self.untimed = 0.0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """Each metric's mean over the values it was given."""
+        names = sorted(self.sums)
+        totals = torch.stack([self.sums[k] for k in names])
+        # .tolist(): the one host sync of the training loop, once per log
+        return {k: v / self.counts[k] for k, v in zip(names, totals.tolist())}
+
+
+@dataclass
+class Run:
+    """What the steps of one run share: set_up() builds it, train() hands it on."""
+
+    cfg: Config
+    device: torch.device
+    progress: Progress
+    writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
+    raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_set: Dataset
+    val_loader: DataLoader
+    val_batches: int
+    test_set: Dataset
+    # the length of training, in optimizer steps
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    val_interval: int  # also validate every N steps inside an epoch (0: never)
+    state: TrainState
+    resumed: bool = False
+    stopping: bool = False  # the last step is done
+    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    meter: Meter = field(default_factory=Meter)
+    lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
+    started: float = 0.0  # when training started (for the ETA)
+    start_step: int = 0
 
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
     try:
-        return train(cfg, Dist(), pick_device(cfg.device))
+        return train(cfg, pick_device(cfg.device))
     except ContractError as exc:
         sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
 
 
-def train(cfg: Config, world: Dist, device: torch.device) -> int:
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    # fast_dev_run is a smoke test: nothing is written to disk
-    writes = world.is_main and not cfg.fast_dev_run
-    progress = Progress(world.is_main)
+def train(cfg: Config, device: torch.device) -> int:
+    """The outline of a run; each step is a function below."""
+    run = set_up(cfg, device)
+    resume(run)
+    open_logs(run)
+    sanity_check(run)
+
+    run.model.train()
+    run.started, run.start_step = time.perf_counter(), run.state.step
+    run.meter = Meter()  # samples/s counts from here
+    run.stopping = run.state.step >= run.total_steps
+    while not run.stopping and run.state.epoch < cfg.max_epochs:
+        exit_code = train_epoch(run)
+        if exit_code is not None:
+            return exit_code  # a signal stopped it; last.pt resumes it
+    finish(run)
+    return 0
+
+
+def set_up(cfg: Config, device: torch.device) -> Run:
+    """Everything before the first step: signals, seeds, data, model, optimizer,
+    and the length of training."""
+    progress = Progress()
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     if device.type == "cuda":
@@ -762,12 +820,9 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-    # Same seed on every rank for an identical model initialisation...
     seed_everything(cfg.seed)
     train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
     raw_model = build_model(cfg).to(device)
-    # ...then a different stream per rank, for dropout and augmentation.
-    seed_everything(cfg.seed + world.rank)
     optimizer = build_optimizer(raw_model, cfg)
 
     if cfg.overfit_batches:
@@ -778,36 +833,10 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
-    # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
-    state = TrainState()
-    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
-    if cfg.resume == "auto":
-        resume_path = find_resumable(run_dir)
-    checkpoint = load_resumable(resume_path) if resume_path else None
-    if checkpoint is not None:
-        raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = TrainState(**checkpoint["train_state"])
-        if len(checkpoint["rng"]) == world.world_size:
-            set_rng_state(checkpoint["rng"][world.rank], device)
-        else:
-            progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
-                f"{world.world_size}: RNG streams start afresh"
-            )
-        progress.print(
-            f"resume: {resume_path} at step {state.step} "
-            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
-        )
-    elif cfg.resume == "auto":
-        progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
-
     model = raw_model
 
-    # the length of training, in optimizer steps
     batches_per_epoch = fraction_or_count(
-        cfg.limit_train_batches,
-        math.ceil(len(train_set) // world.world_size / cfg.batch_size),
+        cfg.limit_train_batches, math.ceil(len(train_set) / cfg.batch_size)
     )
     steps_per_epoch = batches_per_epoch
     total_steps = cfg.max_epochs * steps_per_epoch
@@ -819,76 +848,91 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
     else:
         val_interval = 0  # only at the end of epochs
-    val_loader = make_loader(val_set, cfg, world, device, shuffle=False)
-    val_batches = fraction_or_count(cfg.limit_val_batches, len(val_loader))
+    val_loader = make_loader(val_set, cfg, device, shuffle=False)
+    return Run(
+        cfg=cfg,
+        device=device,
+        progress=progress,
+        writes=not cfg.fast_dev_run,
+        raw_model=raw_model,
+        model=model,
+        optimizer=optimizer,
+        train_set=train_set,
+        val_loader=val_loader,
+        val_batches=fraction_or_count(cfg.limit_val_batches, len(val_loader)),
+        test_set=test_set,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        val_interval=val_interval,
+        state=TrainState(),
+    )
 
-    if writes:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+def resume(run: Run) -> None:
+    """Continue from --resume's checkpoint ('auto': the newest valid one in
+    run_dir): weights, optimizer, progress and RNG state."""
+    cfg = run.cfg
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
+    if cfg.resume == "auto":
+        resume_path = find_resumable(Path(cfg.run_dir))
+        if resume_path is None:
+            run.progress.print(
+                f"resume: no checkpoint in {ckpt_dir}; starting from scratch"
+            )
+    if resume_path is None:
+        return
+    checkpoint = load_resumable(resume_path)
+    run.raw_model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.state = TrainState(**checkpoint["train_state"])
+    run.resumed = True
+    set_rng_state(checkpoint["rng"], run.device)
+    state = run.state
+    run.progress.print(
+        f"resume: {resume_path} at step {state.step} "
+        f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
+
+
+def open_logs(run: Run) -> None:
+    """config.json, a snapshot of the code, metrics.csv (continued
+    after the resumed step), and what is about to train."""
+    cfg, progress = run.cfg, run.progress
+    run_dir = Path(cfg.run_dir)
+    if run.writes:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(
             json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
         )
         progress.print(snapshot_code(run_dir))
-        csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
-    progress.print(model_summary(raw_model))
+        resumed_step = run.state.step if run.resumed else None
+        run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
+    progress.print(model_summary(run.raw_model))
     progress.print(
-        f"device {device}; "
-        f"{steps_per_epoch} optimizer steps per epoch, {total_steps} in all"
+        f"device {run.device}; "
+        f"{run.steps_per_epoch} optimizer steps per epoch, {run.total_steps} in all"
     )
 
-    def log(row: dict) -> None:
-        if writes:
-            csv_log.log(row)
 
-    def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
-        gathered), rank 0 writes."""
-        rng = [rng_state(device)]
-        if not writes:
-            return
-        checkpoint = {
-            "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "train_state": dataclasses.asdict(state),
-            "step": state.step,
-            "epoch": state.epoch,
-            "rng": rng,
-            "config": dataclasses.asdict(cfg),
-        }
-        atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
+def log_row(run: Run, row: dict) -> None:
+    """One row of metrics.csv (if this process writes)."""
+    if run.csv is not None:
+        run.csv.log(row)
 
-    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
-        metrics = evaluate(raw_model, loader, batches, device)
-        return {f"{split}_{name}": value for name, value in metrics.items()}
 
-    def validate(max_batches: int = val_batches) -> dict[str, float]:
-        return eval_split("val", val_loader, max_batches)
+def sanity_check(run: Run) -> None:
+    """A few validation batches before training (one when --sanity-val-steps is 0).
 
-    def step_epoch() -> int:
-        """The 0-based epoch that the current step belongs to (metrics.csv's
-        column): once an epoch's last batch is done, state.epoch counts it."""
-        if state.batch_in_epoch == 0 and state.epoch > 0:
-            return state.epoch - 1
-        return state.epoch
-
-    def after_validation(metrics: dict[str, float]) -> None:
-        """Log, keep best.pt, and count validations without improvement."""
-        progress.print(
-            f"step {state.step} | validation | "
-            + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        )
-        log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
-        value = metrics[cfg.monitor_metric]
-        sign = 1 if cfg.monitor_mode == "max" else -1
-        if state.best is None or sign * (value - state.best) > 0:
-            state.best = value
-            save("best")
-
-    # Catches evaluation bugs, and a --monitor-metric that names nothing, before
-    # hours of training (one batch when the sanity check is off). Evaluation
-    # draws no random numbers, so the training RNG stream is untouched.
-    sanity = validate(cfg.sanity_val_steps or 1)
-    if cfg.sanity_val_steps and checkpoint is None:
-        progress.print(
+    Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    hours of training. Evaluation draws no random numbers, so the training RNG
+    stream is untouched.
+    """
+    cfg = run.cfg
+    sanity = evaluate_split(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    if cfg.sanity_val_steps and not run.resumed:
+        run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
         )
     if cfg.monitor_metric not in sanity:
@@ -897,155 +941,225 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             f"{', '.join(sorted(sanity))}"
         )
 
-    model.train()
-    peak_flops = gpu_peak_flops(device, torch.float32, cfg.tf32)
-    flops_per_sample = getattr(raw_model, "flops_per_sample", None)
-    # a model of sequences can tell its tokens per sample (the demo does): tokens/s
-    tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
-    # metrics accumulate on the device between log steps: no per-step host sync
-    log_sums: dict[str, torch.Tensor] = {}
-    log_samples = log_batches = 0
-    log_t0 = t_start = time.perf_counter()
-    # seconds of evaluation and checkpoint writes since log_t0: samples/s (and
-    # MFU) count training time only
-    untimed = 0.0
-    start_step = state.step
-    stopping = state.step >= total_steps
-    while not stopping and state.epoch < cfg.max_epochs:
-        epoch = state.epoch
-        if hasattr(train_set, "set_epoch"):
-            # for augmentation drawn from a generator seeded by (seed, epoch,
-            # index): a resumed run then sees the same samples (README)
-            train_set.set_epoch(epoch)
-        loader = make_loader(
-            train_set,
-            cfg,
-            world,
-            device,
-            shuffle=not cfg.overfit_batches,
-            epoch=epoch,
-            skip_batches=state.batch_in_epoch,
-        )
-        for i, batch in enumerate(loader, start=state.batch_in_epoch):
-            if i >= batches_per_epoch:
-                break
-            batch = move_to(batch, device)
-            result = compute_loss(model, batch)
-            loss, metrics = checked_loss(result)
-            loss.backward()
-            for name, value in metrics.items():
-                log_sums[name] = log_sums.get(name, 0) + value.detach().float()
-            log_samples += batch_len(batch)
-            log_batches += 1
-            state.batch_in_epoch = i + 1
 
-            # --- the optimizer step (natural place for gradient surgery) ---
-            lr = lr_at(state.step, cfg, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            stopping = state.step >= total_steps
+def train_epoch(run: Run) -> int | None:
+    """The rest of the current epoch, then its validation and last.pt.
 
-            if state.step % cfg.log_every == 0 or stopping:
-                # the only host sync of the training loop, once per log_every steps
-                names = sorted(log_sums)
-                totals = torch.stack([log_sums[k] for k in names])
-                means = {k: v / log_batches for k, v in zip(names, totals.tolist())}
-                if not all(math.isfinite(v) for v in means.values()):
-                    # every rank sees the same reduced values, so all stop together
-                    raise FloatingPointError(
-                        f"non-finite training metrics at step {state.step}: {means}"
-                    )
-                elapsed = time.perf_counter() - log_t0 - untimed
-                samples_per_s = log_samples * world.world_size / elapsed
-                row = {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "train",
-                    **means,
-                    "lr": lr,
-                    "samples_per_s": samples_per_s,
-                }
-                epoch_done = state.batch_in_epoch / batches_per_epoch
-                fields = [
-                    f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {epoch_done:4.0%}",
-                ]
-                fields += [f"{k} {v:.4f}" for k, v in means.items()]
-                fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
-                if tokens_per_sample is not None:
-                    row["tokens_per_s"] = samples_per_s * tokens_per_sample()
-                    fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
-                if flops_per_sample is not None and peak_flops:
-                    per_rank = samples_per_s / world.world_size
-                    mfu = flops_per_sample() * per_rank / peak_flops
-                    fields.append(f"mfu {100 * mfu:.1f}%")
-                    row["mfu"] = mfu
-                if device.type == "cuda":
-                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                    fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
-                    torch.cuda.reset_peak_memory_stats(device)
-                spent = time.perf_counter() - t_start
-                eta = spent / (state.step - start_step) * (total_steps - state.step)
-                fields += [
-                    f"elapsed {format_duration(spent)}",
-                    f"eta {format_duration(eta)}",
-                ]
-                progress.update(" | ".join(fields))
-                log(row)
-                log_sums.clear()
-                log_t0, untimed = time.perf_counter(), 0.0
-                log_samples = log_batches = 0
+    Returns an exit code when a signal stopped the run (after saving last.pt).
+    """
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
+    if hasattr(run.train_set, "set_epoch"):
+        # for augmentation drawn from a generator seeded by (seed, epoch,
+        # index): a resumed run then sees the same samples (README)
+        run.train_set.set_epoch(epoch)
+    loader = make_loader(
+        run.train_set,
+        cfg,
+        run.device,
+        shuffle=not cfg.overfit_batches,
+        epoch=epoch,
+        skip_batches=state.batch_in_epoch,
+    )
+    for i, batch in enumerate(loader, start=state.batch_in_epoch):
+        if i >= run.batches_per_epoch:
+            break
+        batch = move_to(batch, run.device)
+        train_step(run, i, batch)
+        if state.step % cfg.log_every == 0 or run.stopping:
+            log_training(run, epoch)
 
-            # --- validation inside the epoch, checkpoints, stop requests ---
-            end_of_epoch = state.batch_in_epoch >= batches_per_epoch
-            t0 = time.perf_counter()
-            if val_interval and state.step % val_interval == 0 and not end_of_epoch:
-                after_validation(validate())
-            if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-                save(f"step_{state.step:08d}")
-                if writes:
-                    prune_checkpoints(ckpt_dir, cfg.keep_last)
-            untimed += time.perf_counter() - t0
-            if STOP["stop"] and not stopping:
-                save("last")
-                progress.print(
-                    f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"
-                )
-                progress.print(
-                    f"resume with: python train.py --resume auto --run-dir {run_dir}"
-                )
-                return 130
-            if stopping:
-                break
-
-        # --- end of epoch ---
+        # validation inside the epoch, periodic checkpoints, stop requests
+        end_of_epoch = state.batch_in_epoch >= run.batches_per_epoch
         t0 = time.perf_counter()
-        if state.batch_in_epoch >= batches_per_epoch:
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-        if (epoch + 1) % cfg.val_every_epochs == 0 or stopping:
-            after_validation(validate())
-        save("last")
-        untimed += time.perf_counter() - t0
+        if run.val_interval and state.step % run.val_interval == 0 and not end_of_epoch:
+            validate(run)
+        if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+            save_checkpoint(run, f"step_{state.step:08d}")
+            if run.writes:
+                prune_checkpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
+        run.meter.untimed += time.perf_counter() - t0
+        if Requests.stop and not run.stopping:
+            return stop_early(run)
+        if run.stopping:
+            break
+    end_epoch(run, epoch)
+    return None
 
-    # --- test the best checkpoint ---
-    best_path = ckpt_dir / "best.pt"
+
+def train_step(run: Run, i: int, batch) -> None:
+    """Batch i of the epoch: forward, backward and the optimizer step."""
+    forward_backward(run, batch)
+    run.meter.samples += batch_len(batch)
+    run.state.batch_in_epoch = i + 1
+    optimizer_step(run)
+    run.state.step += 1
+    run.stopping = run.state.step >= run.total_steps
+
+
+def forward_backward(run: Run, batch) -> None:
+    """The loss of one batch, backpropagated; its metrics go to the meter."""
+    result = compute_loss(run.model, batch)
+    loss, metrics = checked_loss(result)
+    loss.backward()
+    run.meter.add(metrics)
+
+
+def optimizer_step(run: Run) -> None:
+    """Apply the gradients (a natural place for gradient surgery)."""
+    cfg, state = run.cfg, run.state
+    lr = lr_at(state.step, cfg, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.lrs["lr"] = lr
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def log_training(run: Run, epoch: int) -> None:
+    """The progress line and a row of metrics.csv: the training metrics since the
+    last log."""
+    state, meter = run.state, run.meter
+    means = meter.means()
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FloatingPointError(
+            f"non-finite training metrics at step {state.step}: {means}"
+        )
+    elapsed = time.perf_counter() - meter.started - meter.untimed
+    samples_per_s = meter.samples / elapsed
+    row = {
+        "step": state.step,
+        "epoch": epoch,
+        "split": "train",
+        **means,
+        **run.lrs,
+        "samples_per_s": samples_per_s,
+    }
+    spent = time.perf_counter() - run.started
+    eta = spent / (state.step - run.start_step) * (run.total_steps - state.step)
+    # in order of importance: a narrow terminal shows the first ones
+    fields = [
+        f"step {state.step}/{run.total_steps}",
+        f"epoch {epoch} {state.batch_in_epoch / run.batches_per_epoch:4.0%}",
+        f"eta {format_duration(eta)}",
+    ]
+    fields += [f"{k} {v:.4f}" for k, v in means.items()]
+    fields += [f"{k} {v:.2e}" for k, v in run.lrs.items()]
+    fields.append(f"{samples_per_s:,.0f} samples/s")
+    tokens_per_sample = getattr(run.raw_model, "tokens_per_sample", None)
+    if tokens_per_sample is not None:
+        # a model of sequences can tell its tokens per sample (the demo does)
+        row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+        fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
+    flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
+    dtype = torch.float32
+    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    if flops_per_sample is not None and peak_flops:
+        mfu = flops_per_sample() * samples_per_s / peak_flops
+        fields.append(f"mfu {100 * mfu:.1f}%")
+        row["mfu"] = mfu
+    if run.device.type == "cuda":
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+        fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
+        torch.cuda.reset_peak_memory_stats(run.device)
+    fields.append(f"elapsed {format_duration(spent)}")
+    run.progress.update(fields)
+    log_row(run, row)
+    run.meter = Meter()
+
+
+def stop_early(run: Run) -> int:
+    """Save last.pt after a stop signal, and say how to resume."""
+    save_checkpoint(run, "last")
+    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
+    run.progress.print(
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
+    )
+    run.progress.print(
+        f"resume with: python train.py --resume auto --run-dir {run.cfg.run_dir}"
+    )
+    return 130
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """After the epoch's last step (or the run's): validation and last.pt."""
+    cfg, state = run.cfg, run.state
+    t0 = time.perf_counter()
+    if state.batch_in_epoch >= run.batches_per_epoch:
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+    if (epoch + 1) % cfg.val_every_epochs == 0 or run.stopping:
+        validate(run)
+    save_checkpoint(run, "last")
+    run.meter.untimed += time.perf_counter() - t0
+
+
+def evaluate_split(
+    run: Run, split: str, loader: DataLoader, max_batches: int
+) -> dict[str, float]:
+    """evaluate() on one split, the metrics' names prefixed with it (val_loss)."""
+    metrics = evaluate(
+        run.raw_model,
+        loader,
+        max_batches,
+        run.device,
+    )
+    return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def validate(run: Run) -> None:
+    """Validate; log it and keep best.pt."""
+    cfg, state = run.cfg, run.state
+    metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    run.progress.print(
+        f"step {state.step} | validation | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+    epoch = state.epoch_of_step()
+    log_row(run, {"step": state.step, "epoch": epoch, "split": "val", **metrics})
+    value = metrics[cfg.monitor_metric]
+    sign = 1 if cfg.monitor_mode == "max" else -1
+    if state.best is None or sign * (value - state.best) > 0:
+        state.best = value
+        save_checkpoint(run, "best")
+
+
+def save_checkpoint(run: Run, name: str) -> None:
+    """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
+    rng = rng_state(run.device)
+    if not run.writes:
+        return
+    state = run.state
+    checkpoint = {
+        "model": run.raw_model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "train_state": dataclasses.asdict(state),
+        "step": state.step,
+        "epoch": state.epoch,
+        "rng": rng,
+        "config": dataclasses.asdict(run.cfg),
+    }
+    atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
+
+
+def finish(run: Run) -> None:
+    """Validate and test the best checkpoint; write summary.json."""
+    cfg, state = run.cfg, run.state
+    best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
     if best_path.exists() and not cfg.fast_dev_run:
-        raw_model.load_state_dict(load_checkpoint(best_path)["model"])
-    val_metrics = validate()
-    test_loader = make_loader(test_set, cfg, world, device, shuffle=False)
+        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+    val_metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = eval_split("test", test_loader, test_batches)
+    test_metrics = evaluate_split(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
-    progress.print(
+    run.progress.print(
         "final (best checkpoint) | "
         + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
-    if writes:
-        log(
-            {"step": state.step, "epoch": step_epoch(), "split": "test", **test_metrics}
+    if run.writes:
+        epoch = state.epoch_of_step()
+        log_row(
+            run, {"step": state.step, "epoch": epoch, "split": "test", **test_metrics}
         )
         summary = {
             "step": state.step,
@@ -1054,8 +1168,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             **val_metrics,
             **test_metrics,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+        summary_path = Path(cfg.run_dir) / "summary.json"
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,49 +8,67 @@
 {% set tensorboard = cookiecutter.tensorboard == "y" %}
 {% set debug = cookiecutter.debug == "y" %}
 {% set multi_optim = cookiecutter.multi_optim == "y" %}
-{% set distributed = ddp or slurm %}
 {# what --max-steps, --ckpt-every, --log-every ... count: with several optimizers,
    a training step steps every optimizer due at it #}
 {% set steps = "training steps" if multi_optim else "optimizer steps" %}
-{% macro forward_backward() %}
+{% import "amp/train.py.jinja" as amp_code with context %}
+{% import "clip/train.py.jinja" as clip_code with context %}
+{% import "debug/train.py.jinja" as debug_code with context %}
+{% import "accumulate/train.py.jinja" as accumulate_code with context %}
+{% import "early-stopping/train.py.jinja" as early_stopping_code with context %}
+{% import "compile/train.py.jinja" as compile_code with context %}
+{% import "slurm/train.py.jinja" as slurm_code with context %}
+{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}
+{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}
+{% import "ddp/train.py.jinja" as ddp_code with context %}
+{% macro forward_backward_body(args, loss_name, scaler, backward_args) %}
 {% if amp %}
-with autocast:
-    result = compute_loss(model, batch)
+with run.autocast:
+    result = compute_loss({{ args }})
 {% else %}
-result = compute_loss(model, batch)
+result = compute_loss({{ args }})
 {% endif %}
+{% if loss_name %}
+loss, metrics = checked_loss(result, {{ loss_name }})
+{% else %}
 loss, metrics = checked_loss(result)
+{% endif %}
 {% if accumulate %}
-# mean over the window actually used, also for a short last one
+# the mean over the window actually used, also for a short last one
 loss = loss / window_size
 {% endif %}
-{% if amp %}
-scaler.scale(loss).backward()
-{% else %}
-loss.backward()
+{% if backward_args %}
+# into this optimizer's parameters only: the generator's loss flows through
+# the discriminator, but leaves its gradients alone
 {% endif %}
+{% if amp %}
+{{ scaler }}.scale(loss).backward({{ backward_args }})
+{% else %}
+loss.backward({{ backward_args }})
+{% endif %}
+run.meter.add(metrics)
 {% endmacro %}
-{% macro multi_forward_backward(batch) %}
+{% macro apply_gradients(optimizer, scaler, params, norm_key, where) %}
+{% if amp and clip %}
+# unscale first so that clipping and norms see the true gradients
+{{ scaler }}.unscale_({{ optimizer }})
+{% elif amp %}
+# unscale first so that the gradients are the true ones from here on
+{{ scaler }}.unscale_({{ optimizer }})
+{% endif %}
+{% if debug %}
+{{ debug_code.step(optimizer, scaler, where) }}{# debug/train.py.jinja #}
+{% endif %}
+{% if clip %}
+{{ clip_code.step(params, norm_key) }}{# clip/train.py.jinja #}
+{% endif %}
 {% if amp %}
-with autocast:
-    result = compute_loss(model, {{ batch }}, o.name)
+{{ scaler }}.step({{ optimizer }})  # skips the step if fp16 gradients overflowed
+{{ scaler }}.update()
 {% else %}
-result = compute_loss(model, {{ batch }}, o.name)
+{{ optimizer }}.step()
 {% endif %}
-loss, metrics = checked_loss(result, f"loss_{o.name}")
-{% if accumulate %}
-loss = loss / len(window)  # the window actually used
-{% endif %}
-# into this optimizer's parameters only: the generator's
-# loss flows through the discriminator, but leaves its grads
-{% if amp %}
-scalers[o.name].scale(loss).backward(inputs=o.params)
-{% else %}
-loss.backward(inputs=o.params)
-{% endif %}
-for k, v in metrics.items():
-    log_sums[k] = log_sums.get(k, 0) + v.detach().float()
-    log_counts[k] = log_counts.get(k, 0) + 1
+{{ optimizer }}.zero_grad(set_to_none=True)
 {% endmacro %}
 """Train {{ cookiecutter.project_name }}: an explicit PyTorch training loop you own.
 
@@ -106,6 +124,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,7 +180,11 @@ class Config:
     resume: str = option(
         "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
     )
+{% if ddp %}
     seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
+{% else %}
+    seed: int = option(1337, "seeds model init, shuffling and dropout")
+{% endif %}
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     tf32: bool = option(
@@ -181,15 +204,15 @@ class Config:
 {% if ddp %}
     batch_size: int = option(
         {{ 512 if multi_optim else 256 }},
-        "samples per optimizer micro-step *per process*: the global batch is "
+        "samples per {% if accumulate %}micro-{% endif %}batch *per process*: the global batch is "
         "batch_size x world size{% if accumulate %} (x accumulate_steps per optimizer step){% endif %}",
     )
 {% elif accumulate %}
     batch_size: int = option(
-        {{ 512 if multi_optim else 256 }}, "samples per optimizer micro-step (x accumulate_steps per optimizer step)"
+        {{ 512 if multi_optim else 256 }}, "samples per micro-batch (x accumulate_steps per optimizer step)"
     )
 {% else %}
-    batch_size: int = option({{ 512 if multi_optim else 256 }}, "samples per optimizer micro-step")
+    batch_size: int = option({{ 512 if multi_optim else 256 }}, "samples per batch")
 {% endif %}
 {% if multi_optim %}
     lr: float = option(
@@ -213,27 +236,16 @@ class Config:
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
 {% endif %}
 {% if accumulate %}
-    accumulate_steps: int = option(
-        2, "micro-batches per optimizer step (gradient accumulation)"
-    )
+{{ accumulate_code.config() }}{# accumulate/train.py.jinja #}
 {% endif %}
 {% if clip %}
-    clip_norm: float = option(1.0, "clip the global gradient norm to this (0: off)")
-    clip_value: float = option(
-        0.0, "clip each gradient element to +-this instead of by norm (0: off)"
-    )
+{{ clip_code.config() }}{# clip/train.py.jinja #}
 {% endif %}
 {% if amp %}
-    amp_dtype: str = option(
-        "auto",
-        "auto (bf16 where fast, fp16 on older GPUs, "
-        "off on CPUs without bf16 units) | bf16 | fp16 | off",
-    )
+{{ amp_code.config() }}{# amp/train.py.jinja #}
 {% endif %}
 {% if compile %}
-    compile_mode: str = option(
-        "default", "torch.compile mode: default | reduce-overhead | max-autotune"
-    )
+{{ compile_code.config() }}{# compile/train.py.jinja #}
 {% endif %}
     # checkpoints
     ckpt_every: int = option(
@@ -254,10 +266,7 @@ class Config:
         "min", "min | max: which direction of the monitored metric is better"
     )
 {% if early_stopping %}
-    patience: int = option(3, "validations without improvement before stopping")
-    min_delta: float = option(
-        0.0, "smallest change of the monitored metric that counts as improvement"
-    )
+{{ early_stopping_code.config() }}{# early-stopping/train.py.jinja #}
 {% endif %}
     # validation and test
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
@@ -286,9 +295,7 @@ class Config:
         0, "train (and validate) on the first N batches only; loss should go to ~0"
     )
 {% if debug %}
-    on_nonfinite: str = option(
-        "skip", "when a gradient is NaN/inf: skip (the optimizer step) | stop"
-    )
+{{ debug_code.config() }}{# debug/train.py.jinja #}
 {% endif %}
     # logging
     log_every: int = option(50, "print/log training metrics every N {{ steps }}")
@@ -399,28 +406,19 @@ def parse_config(argv=None) -> Config:
     if cfg.monitor_mode not in ("min", "max"):
         problems.append(f"--monitor-mode must be min or max, not {cfg.monitor_mode!r}")
 {% if accumulate %}
-    if cfg.accumulate_steps < 1:
-        problems.append("--accumulate-steps must be >= 1")
+{{ accumulate_code.checks() }}{# accumulate/train.py.jinja #}
 {% endif %}
 {% if clip %}
-    if cfg.clip_norm < 0 or cfg.clip_value < 0:
-        problems.append("--clip-norm and --clip-value must be >= 0")
+{{ clip_code.checks() }}{# clip/train.py.jinja #}
 {% endif %}
 {% if amp %}
-    if cfg.amp_dtype not in ("auto", "bf16", "fp16", "off"):
-        problems.append(
-            f"--amp-dtype must be auto, bf16, fp16 or off, not {cfg.amp_dtype!r}"
-        )
+{{ amp_code.checks() }}{# amp/train.py.jinja #}
 {% endif %}
 {% if early_stopping %}
-    if cfg.patience < 1:
-        problems.append("--patience must be >= 1")
+{{ early_stopping_code.checks() }}{# early-stopping/train.py.jinja #}
 {% endif %}
 {% if debug %}
-    if cfg.on_nonfinite not in ("skip", "stop"):
-        problems.append(
-            f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}"
-        )
+{{ debug_code.checks() }}{# debug/train.py.jinja #}
 {% endif %}
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
@@ -440,76 +438,10 @@ def parse_config(argv=None) -> Config:
 # processes and devices
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Where this process stands: rank 0 of 1 unless launched by {% if ddp %}torchrun{% if slurm %} or {% endif %}{% endif %}{% if slurm %}srun{% endif %}{% if not distributed %}a launcher{% endif %}."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 {% if ddp %}
-def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
-    """Join the process group that torchrun{% if slurm %} (or srun){% endif %} describes;
-    pick this rank's device."""
-    env = os.environ
-{% if slurm %}
-    if "RANK" not in env and "SLURM_STEP_NUM_TASKS" in env:
-        # srun started this process as one task of a job step (one task per
-        # process, so that SLURM's signals reach every rank); torch.distributed
-        # reads its rendezvous from these names.
-        env["RANK"], env["LOCAL_RANK"] = env["SLURM_PROCID"], env["SLURM_LOCALID"]
-        env["WORLD_SIZE"] = env["SLURM_STEP_NUM_TASKS"]
-    elif "RANK" not in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        # e.g. `python train.py` typed inside an salloc of several tasks: the
-        # other ranks would never come, and the rendezvous would wait for them
-        sys.exit(
-            f"SLURM_NTASKS={env['SLURM_NTASKS']} but train.py was not started by "
-            "srun: run `srun python train.py`, or unset SLURM_NTASKS to train "
-            "in one process"
-        )
+{{ ddp_code.functions() }}{# ddp/train.py.jinja #}
 {% endif %}
-    world = Dist(
-        int(env.get("RANK", 0)),
-        int(env.get("LOCAL_RANK", 0)),
-        int(env.get("WORLD_SIZE", 1)),
-    )
-    if world.world_size > 1 and cfg.device.startswith("cuda:"):
-        sys.exit(
-            f"--device {cfg.device}: every rank would train on that one GPU; use "
-            "--device cuda (each rank takes the GPU of its LOCAL_RANK) and "
-            "CUDA_VISIBLE_DEVICES to choose the GPUs"
-        )
-    device = pick_device(cfg.device, world.local_rank)
-    if world.world_size > 1:
-        # A bounded timeout: if a rank dies, the others fail instead of hanging.
-        dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo",
-            timeout=timedelta(seconds=cfg.dist_timeout_s),
-            device_id=device if device.type == "cuda" else None,
-        )
-    return world, device
-
-
-def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
-    """DDP's option that copies rank 0's buffers to every rank before each forward.
-
-    On only for BatchNorm-style running statistics, so that all ranks evaluate
-    with the statistics rank 0 saves; constant buffers (tables, masks) need no
-    copy each step. A buffer of your own that training changes does: return
-    True for it. (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
-    """
-    stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
-    renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
-    return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
-
-
-{% endif %}
+{% if ddp %}
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' takes this rank's GPU, then Apple's MPS, then the CPU; 'cuda' without
     an index takes this rank's GPU (LOCAL_RANK, modulo the GPUs this process sees).
@@ -517,40 +449,30 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     A GPU becomes the current CUDA device: kernels, caches and NCCL calls that
     name no index go to it, not all to cuda:0.
     """
+{% else %}
+def pick_device(name: str) -> torch.device:
+    """'auto' takes the first GPU, then Apple's MPS, then the CPU.
+
+    A GPU becomes the current CUDA device: kernels and caches that name no index
+    go to it, also when it is not cuda:0.
+    """
+{% endif %}
     if name == "auto" and not torch.cuda.is_available():
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     device = torch.device("cuda" if name == "auto" else name)
     if device.type == "cuda":
         if device.index is None:
+{% if ddp %}
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
+{% else %}
+            device = torch.device("cuda", 0)
+{% endif %}
         torch.cuda.set_device(device)
     return device
 
 
 {% if amp %}
-def pick_amp_dtype(choice: str, device: torch.device, say=print) -> torch.dtype | None:
-    """The autocast dtype for `--amp-dtype`, or None for full precision."""
-    if choice == "off":
-        return None
-    if choice != "auto":
-        return torch.bfloat16 if choice == "bf16" else torch.float16
-    if device.type == "cuda":
-        # bf16 tensor cores start with Ampere (compute capability 8.0); V100s and
-        # T4s only emulate bf16, slowly, so they get fp16 (with loss scaling)
-        fast_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-        return torch.bfloat16 if fast_bf16 else torch.float16
-    if device.type == "cpu" and "amx_bf16" in Path("/proc/cpuinfo").read_text(
-        errors="ignore"
-    ):
-        return torch.bfloat16
-    # Without matrix units bf16 autocast is emulated and several times slower.
-    say(
-        "amp: this device has no fast bf16/fp16 units; "
-        "training in fp32 (force it with --amp-dtype bf16)"
-    )
-    return None
-
-
+{{ amp_code.functions() }}{# amp/train.py.jinja #}
 {% endif %}
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -560,8 +482,17 @@ def seed_everything(seed: int) -> None:
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
+{% if ddp %}
+{% if ddp %}
         # this process's GPU only: a resumed run may see another number of GPUs
-        # per process (8 per node under torchrun, 1 per task under srun)
+        # per process{% if slurm %} (8 per node under torchrun, 1 per task under srun){% endif %}
+
+{% else %}
+        # the GPU this process trains on only
+{% endif %}
+{% else %}
+        # the GPU this process trains on only
+{% endif %}
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
@@ -578,6 +509,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 # same batches as an uninterrupted one
 
 
+{% if ddp %}
 class ShardSampler(Sampler):
     """The indices of this rank's share of one epoch, from batch `start` on.
 
@@ -603,6 +535,21 @@ class ShardSampler(Sampler):
         else:
             order = torch.arange(n)
         self.indices = order[world.rank :: world.world_size][skip:].tolist()
+{% else %}
+class EpochSampler(Sampler):
+    """The indices of one epoch, from sample `skip` on: with shuffle in the order
+    of torch.randperm seeded with seed + epoch, otherwise in order."""
+
+    def __init__(
+        self, n: int, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0
+    ):
+        if shuffle:
+            generator = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        self.indices = order[skip:].tolist()
+{% endif %}
 
     def __iter__(self):
         return iter(self.indices)
@@ -622,16 +569,23 @@ def indexes_batches(dataset: Dataset) -> bool:
 def make_loader(
     dataset: Dataset,
     cfg: Config,
+{% if ddp %}
     world: Dist,
+{% endif %}
     device: torch.device,
     shuffle: bool,
     epoch: int = 0,
     skip_batches: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
+{% if ddp %}
     sampler = ShardSampler(
         len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
     )
+{% else %}
+    skip = skip_batches * cfg.batch_size
+    sampler = EpochSampler(len(dataset), shuffle, cfg.seed, epoch, skip)
+{% endif %}
     batching = {
         "sampler": sampler,
         "batch_size": cfg.batch_size,
@@ -741,84 +695,7 @@ def checked_loss(result, loss_name: str = "loss") -> tuple[torch.Tensor, dict]:
 
 
 {% if multi_optim %}
-@dataclass
-class Optim:
-    """One entry of model.build_optimizers, with what the loop keeps about it."""
-
-    name: str  # also the sub-model it trains: model.<name>
-    optimizer: torch.optim.Optimizer
-    every: int  # it steps on every `every`-th training step
-    params: list[torch.nn.Parameter]  # the only ones its backward() fills
-    total_steps: int = 0  # the steps it takes in the whole run: its schedule's length
-
-
-def check_optimizers(model: torch.nn.Module, optimizers: list) -> dict[str, Optim]:
-    """build_optimizers' list as {name: Optim} in its order, its contract checked.
-
-    Each name is the attribute of the sub-model its optimizer trains, and the
-    optimizer holds exactly that sub-model's trainable parameters: the loop
-    backpropagates into them only, and wraps each sub-model in its own DDP.
-    """
-    checked, seen = {}, set()
-    for name, optimizer, every in optimizers:
-        part = getattr(model, name, None)
-        if not isinstance(part, torch.nn.Module) or name in checked:
-            raise ContractError(
-                f"model.build_optimizers: {name!r} must name a sub-model of the model "
-                f"(model.{name}), once"
-            )
-        params = [p for p in part.parameters() if p.requires_grad]
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if held != {id(p) for p in params} or held & seen:
-            raise ContractError(
-                f"model.build_optimizers: the {name!r} optimizer must hold exactly the "
-                f"trainable parameters of model.{name}, shared with no other optimizer"
-            )
-        if every < 1:
-            raise ContractError(
-                f"model.build_optimizers: {name!r} steps every {every} steps; "
-                "it must be >= 1"
-            )
-        for group in optimizer.param_groups:
-            # the LR it was built with: the peak of its schedule (saved in its state)
-            group.setdefault("initial_lr", group["lr"])
-        checked[name] = Optim(name, optimizer, every, params)
-        seen |= held
-    return checked
-
-
-{% if ddp or compile %}
-def with_parts(
-    model: torch.nn.Module, parts: dict[str, torch.nn.Module]
-) -> torch.nn.Module:
-    """A shallow copy of `model` in which the sub-models `parts` replace its own.
-
-    It shares every parameter and buffer with `model`, so training it trains
-    `model`; `model` itself stays plain, for checkpoints and evaluation.
-    """
-    wrapped = copy.copy(model)
-    wrapped._modules = dict(model._modules)  # its own table of sub-models
-    for name, part in parts.items():
-        setattr(wrapped, name, part)
-    return wrapped
-
-
-{% endif %}
-{% if ddp %}
-def syncing_only(ddp_parts: dict[str, DDP], name: str, sync: bool = True) -> ExitStack:
-    """no_sync() on every DDP sub-model but `name` (on that one too unless `sync`).
-
-    A sub-model under no_sync neither all-reduces nor waits for gradients, so the
-    discriminator's forward in a generator step costs no communication.
-    """
-    stack = ExitStack()
-    for other, part in ddp_parts.items():
-        if other != name or not sync:
-            stack.enter_context(part.no_sync())
-    return stack
-
-
-{% endif %}
+{{ multi_optim_code.functions() }}{# multi-optim/train.py.jinja #}
 {% else %}
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW that decays matrices only: decaying biases and norm gains only hurts."""
@@ -830,9 +707,14 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         },
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+{% if amp %}
     # On CUDA the fused kernel: one launch for all parameters, and under fp16
     # GradScaler's overflow check stays on the GPU (with foreach it syncs the
     # host). On a CPU the multi-tensor (foreach) kernels, faster than a loop.
+{% else %}
+    # On CUDA the fused kernel: one launch for all parameters; on a CPU the
+    # multi-tensor (foreach) kernels, faster than a loop.
+{% endif %}
     # Any torch.optim optimizer imports torch._dynamo when built (seconds on a
     # slow CPU); nothing avoids it.
     on_cuda = any(p.is_cuda for p in params)
@@ -858,7 +740,7 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: one writer (global rank 0), atomic writes, plain weights
+# checkpoints: {% if ddp %}one writer (global rank 0), {% endif %}atomic writes, plain weights
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -971,7 +853,7 @@ def format_duration(seconds: float) -> str:
     )
 
 
-# Dense (not sparse) peak FLOP/s for the MFU estimate: (bf16/fp16, tf32, fp32),
+# Dense (not sparse) peak FLOP/s for the MFU estimate: (16-bit, tf32, fp32),
 # by the exact name torch.cuda.get_device_name reports, since variants of one
 # chip differ (an H100 PCIe has 3/4 of an SXM's peak). A GPU without tf32 units
 # lists its fp32 peak twice. Add yours from its datasheet; others get no MFU.
@@ -1015,27 +897,46 @@ def gpu_peak_flops(
 
 
 class Progress:
-    """One status line on rank 0: redrawn in place on a terminal, appended otherwise."""
+    """One status line{% if ddp %} on rank 0{% endif %}: redrawn in place on a terminal, appended otherwise."""
 
+{% if ddp %}
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.tty = enabled and sys.stdout.isatty()
         self.open = False  # a status line without its newline is on the terminal
+{% else %}
+    def __init__(self):
+        self.tty = sys.stdout.isatty()
+        self.open = False  # a status line without its newline is on the terminal
+{% endif %}
 
-    def update(self, text: str) -> None:
-        if self.enabled:
-            print(
-                f"\r\033[K{text}" if self.tty else text,
-                end="" if self.tty else "\n",
-                flush=True,
-            )
-            self.open = self.tty
+    def update(self, fields: list[str]) -> None:
+        """The fields, most important first, joined by " | "."""
+{% if ddp %}
+        if not self.enabled:
+            return
+{% endif %}
+        text = " | ".join(fields)
+        if not self.tty:
+            print(text, flush=True)
+            return
+        # A line longer than the terminal wraps, and redrawing it in place would
+        # leave the wrapped part behind: show the fields that fit.
+        width = shutil.get_terminal_size().columns - 1
+        while len(text) > width and len(fields) > 1:
+            fields = fields[:-1]
+            text = " | ".join(fields)
+        print(f"\r\033[K{text[:width]}", end="", flush=True)
+        self.open = True
 
     def print(self, text: str) -> None:
         """A permanent line (validation results, notices), above the status line."""
-        if self.enabled:
-            print(f"\n{text}" if self.open else text, flush=True)
-            self.open = False
+{% if ddp %}
+        if not self.enabled:
+            return
+{% endif %}
+        print(f"\n{text}" if self.open else text, flush=True)
+        self.open = False
 
 
 def model_summary(model: torch.nn.Module) -> str:
@@ -1078,66 +979,7 @@ def snapshot_code(run_dir: Path) -> str:
 
 
 {% if debug %}
-{% if multi_optim %}
-def print_module_shapes(
-    model: torch.nn.Module, batch, optimizer_names: list[str]
-) -> None:
-{% else %}
-def print_module_shapes(model: torch.nn.Module, batch) -> None:
-{% endif %}
-    """Input and output shapes of every module for one batch (forward hooks)."""
-
-    def shapes(value):
-        if isinstance(value, torch.Tensor):
-            return tuple(value.shape)
-        if isinstance(value, (list, tuple)):
-            return [shapes(v) for v in value]
-        return type(value).__name__
-
-    def hook(module, inputs, output, name=""):
-        print(
-            f"  {name or '(model)':<40} {type(module).__name__:<24} "
-            f"in={shapes(list(inputs))} out={shapes(output)}"
-        )
-
-    handles = [
-        m.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n))
-        for name, m in model.named_modules()
-    ]
-    print("module shapes for one batch:")
-    with torch.no_grad():
-{% if multi_optim %}
-        for name in optimizer_names:
-            compute_loss(model, batch, name)
-{% else %}
-        compute_loss(model, batch)
-{% endif %}
-    for handle in handles:
-        handle.remove()
-
-
-def layer_grad_norms(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Gradient norm of each parameter (on the device; read only when logged)."""
-    return {
-        name: p.grad.detach().norm()
-        for name, p in model.named_parameters()
-        if p.grad is not None
-    }
-
-
-def nonfinite_grads(model: torch.nn.Module) -> list[str]:
-    """Names of parameters whose gradient holds NaN or inf.
-
-    One norm over all gradients and one check of it (the one host sync that
-    --debug adds to a step); only when it fails are the gradients looked at one
-    by one, for their names.
-    """
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads.values())):
-        return []
-    return [name for name, grad in grads.items() if not torch.isfinite(grad).all()]
-
-
+{{ debug_code.functions() }}{# debug/train.py.jinja #}
 {% endif %}
 # -----------------------------------------------------------------------------
 # evaluation
@@ -1165,11 +1007,16 @@ def evaluate(
     model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device
 ) -> dict[str, float]:
 {% endif %}
+{% if ddp %}
     """Mean of each metric over the samples seen (by all ranks), in eval mode.
 
     Metrics are summed as value x batch size with the sample count, then divided:
     a mean of per-rank means would weight a rank's short last batch wrongly.
     """
+{% else %}
+    """Mean of each metric over the samples seen, in eval mode (weighted by batch
+    size: a short last batch counts for its samples only)."""
+{% endif %}
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -1217,49 +1064,28 @@ def evaluate(
 
 
 # -----------------------------------------------------------------------------
-# the stop flags: signal handlers only set them; the loop acts at a step boundary
+# signals: the handlers only note a request; the loop acts on it between steps
 
-STOP = {"stop": False{% if slurm %}, "requeue": False{% endif %}}
+
+class Requests:
+    """Set by the signal handlers, acted on by the loop between steps."""
+
+    stop = False
+{% if slurm %}
+    requeue = False  # SLURM's warning before the time limit, or a preemption
+{% endif %}
 
 
 def request_stop(signum, frame) -> None:
-    STOP["stop"] = True
+    Requests.stop = True
 
 
 {% if slurm %}
-def request_requeue(signum, frame) -> None:
-    STOP["requeue"] = True
-
-
-def requeue_slurm_job() -> None:
-    """Put this job back in SLURM's queue; it will resume from the checkpoint."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = (
-        f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        if array_job
-        else os.environ["SLURM_JOB_ID"]
-    )
-    try:
-        returncode = subprocess.run(["scontrol", "requeue", job]).returncode
-    except FileNotFoundError:
-        print(
-            "requeue: `scontrol` not found; "
-            "resubmit the job yourself (it resumes from the checkpoint)"
-        )
-        return
-    # SLURM stops the job as soon as it accepts the requeue, and may SIGTERM
-    # scontrol itself before it exits
-    if returncode in (0, -signal.SIGTERM):
-        print(f"requeue: job {job} requeued; it will resume from the checkpoint")
-    else:
-        print(
-            f"requeue: `scontrol requeue {job}` failed ({returncode}); "
-            "resubmit the job yourself"
-        )
-
-
+{{ slurm_code.functions() }}{# slurm/train.py.jinja #}
 {% endif %}
 # -----------------------------------------------------------------------------
+# the run: train() is the outline, the functions after it are its steps, and
+# `Run` is everything they share
 
 
 @dataclass
@@ -1268,7 +1094,7 @@ class TrainState:
 
     step: int = 0  # {{ steps }} taken
     epoch: int = 0  # current epoch
-    batch_in_epoch: int = 0  # micro-batches of this epoch already trained on
+    batch_in_epoch: int = 0  # {% if accumulate %}micro-{% endif %}batches of this epoch already trained on
     best: float | None = None  # best value of cfg.monitor_metric so far
 {% if multi_optim %}
     # each optimizer's own steps, by name: the position of its LR schedule
@@ -1277,6 +1103,131 @@ class TrainState:
 {% if early_stopping %}
     bad_validations: int = 0  # validations in a row without improvement
 {% endif %}
+
+    def epoch_of_step(self) -> int:
+        """The 0-based epoch that the current step belongs to (metrics.csv's
+        column): once an epoch's last batch is done, `epoch` counts it."""
+        if self.batch_in_epoch == 0 and self.epoch > 0:
+            return self.epoch - 1
+        return self.epoch
+
+
+class Meter:
+    """The training metrics since the last log: a sum and a count per name, kept
+    on the device (no host sync per step), and the time they took."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.started = time.perf_counter()
+        # seconds of evaluation and checkpoint writes since `started`: samples/s
+        # (and MFU) count training time only
+        self.untimed = 0.0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+{% if ddp %}
+    def means(self, world: Dist) -> dict[str, float]:
+        """Each metric's mean over the values it was given, averaged over the ranks
+        (a collective: every rank calls it at the same steps)."""
+{% else %}
+    def means(self) -> dict[str, float]:
+        """Each metric's mean over the values it was given."""
+{% endif %}
+        names = sorted(self.sums)
+{% if multi_optim %}
+        if not names:  # no optimizer was due since the last log
+            return {}
+{% endif %}
+        totals = torch.stack([self.sums[k] for k in names])
+{% if ddp %}
+        if world.world_size > 1:
+            dist.all_reduce(totals)
+            totals /= world.world_size
+{% endif %}
+        # .tolist(): the one host sync of the training loop, once per log
+        return {k: v / self.counts[k] for k, v in zip(names, totals.tolist())}
+
+
+@dataclass
+class Run:
+    """What the steps of one run share: set_up() builds it, train() hands it on."""
+
+    cfg: Config
+{% if ddp %}
+    world: Dist
+{% endif %}
+    device: torch.device
+    progress: Progress
+    writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
+    raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
+{% if multi_optim and (ddp or compile) %}
+    # what compute_loss gets: raw_model with its optimized sub-models wrapped
+{% elif ddp or compile %}
+    # what trains: raw_model{% if ddp %}, in DDP when there are several ranks{% endif %}{% if compile %}, compiled{% endif %}
+
+{% endif %}
+    model: torch.nn.Module
+{% if multi_optim %}
+    optimizers: dict[str, Optim]
+{% else %}
+    optimizer: torch.optim.Optimizer
+{% endif %}
+{% if amp %}
+    amp_dtype: torch.dtype | None
+    autocast: torch.autocast | nullcontext
+{% if multi_optim %}
+    scalers: dict[str, torch.amp.GradScaler]
+{% else %}
+    scaler: torch.amp.GradScaler
+{% endif %}
+{% endif %}
+{% if ddp and multi_optim %}
+    ddp_parts: dict[str, DDP]  # for no_sync(); empty on one process
+{% elif ddp %}
+{% if accumulate %}
+    ddp_model: torch.nn.Module  # for no_sync(){% if compile %}, which the compiled wrapper hides{% endif %}
+
+{% endif %}
+    # Without find_unused_parameters, a parameter that gets no gradient in a step
+    # leaves DDP waiting for it and the ranks' collectives out of step: the loop
+    # checks, and names it, before the next collective.
+    check_all_used: bool
+{% endif %}
+    train_set: Dataset
+    val_loader: DataLoader
+    val_batches: int
+    test_set: Dataset
+    # the length of training, in {{ steps }}
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    val_interval: int  # also validate every N steps inside an epoch (0: never)
+{% if compile %}
+    drop_last: bool  # the training loader drops an epoch's short last batch
+{% endif %}
+    state: TrainState
+    resumed: bool = False
+    stopping: bool = False  # the last step is done{% if early_stopping %} (or early stopping decided){% endif %}
+
+    csv: CsvLog | None = None  # metrics.csv, on the writing process
+{% if tensorboard %}
+    tb: object | None = None  # a SummaryWriter, when tensorboard is installed
+{% endif %}
+    meter: Meter = field(default_factory=Meter)
+    lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
+{% if debug %}
+    layer_norms: dict[str, torch.Tensor] = field(default_factory=dict)  # to log
+{% endif %}
+{% if multi_optim and accumulate %}
+    window: list = field(default_factory=list)  # the micro-batches of this step
+{% endif %}
+    started: float = 0.0  # when training started (for the ETA)
+    start_step: int = 0
 
 
 def main(argv=None) -> int:
@@ -1299,28 +1250,58 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
 {% else %}
     try:
-        return train(cfg, Dist(), pick_device(cfg.device))
+        return train(cfg, pick_device(cfg.device))
     except ContractError as exc:
         sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
 {% endif %}
 
 
+{% if ddp %}
 def train(cfg: Config, world: Dist, device: torch.device) -> int:
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    # fast_dev_run is a smoke test: nothing is written to disk
-    writes = world.is_main and not cfg.fast_dev_run
+    """The outline of a run. Every rank runs every step; those marked "every rank"
+    hold collectives, which wait until all ranks reach them."""
+    run = set_up(cfg, world, device)
+    resume(run)  # every rank
+{% else %}
+def train(cfg: Config, device: torch.device) -> int:
+    """The outline of a run; each step is a function below."""
+    run = set_up(cfg, device)
+    resume(run)
+{% endif %}
+    open_logs(run)
+    sanity_check(run){% if ddp %}  # every rank{% endif %}
+
+
+    run.model.train()
+    run.started, run.start_step = time.perf_counter(), run.state.step
+    run.meter = Meter()  # samples/s counts from here
+    run.stopping = run.state.step >= run.total_steps
+    while not run.stopping and run.state.epoch < cfg.max_epochs:
+        exit_code = train_epoch(run){% if ddp %}  # every rank{% endif %}
+
+        if exit_code is not None:
+            return exit_code  # a signal stopped it; last.pt resumes it
+    finish(run){% if ddp %}  # every rank{% endif %}
+
+    return 0
+
+
+{% if ddp %}
+def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
+{% else %}
+def set_up(cfg: Config, device: torch.device) -> Run:
+{% endif %}
+    """Everything before the first step: signals, seeds, data, model, optimizer{% if multi_optim %}s{% endif %},
+    and the length of training."""
+{% if ddp %}
     progress = Progress(world.is_main)
+{% else %}
+    progress = Progress()
+{% endif %}
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 {% if slurm %}
-    # SLURM sends this ahead of the time limit (#SBATCH --signal) or on preemption
-    signal.signal(signal.SIGUSR1, request_requeue)
-    if "SLURM_JOB_ID" in os.environ:
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        progress.print(
-            f"slurm: job {os.environ['SLURM_JOB_ID']}, restart count {restarts}"
-        )
+{{ slurm_code.set_up() }}{# slurm/train.py.jinja #}
 {% endif %}
     if device.type == "cuda":
         # TF32 keeps float32's range with a 10-bit mantissa: several times faster
@@ -1331,36 +1312,25 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+{% if ddp %}
     # Same seed on every rank for an identical model initialisation...
     seed_everything(cfg.seed)
     train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
+{% else %}
+    seed_everything(cfg.seed)
+    train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
+    raw_model = build_model(cfg).to(device)
+{% endif %}
 {% if multi_optim %}
     optimizers = check_optimizers(raw_model, build_optimizers(raw_model, cfg))
 {% else %}
     optimizer = build_optimizer(raw_model, cfg)
 {% endif %}
 {% if amp %}
-    # say=progress.print: a notice about the dtype appears once, on rank 0
-    amp_dtype = pick_amp_dtype(cfg.amp_dtype, device, say=progress.print)
-    if amp_dtype is not None:
-        progress.print(f"amp: autocast to {str(amp_dtype).removeprefix('torch.')}")
-    autocast = (
-        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    )
-    # Loss scaling keeps small fp16 gradients from underflowing; bf16 needs none.
-{% if multi_optim %}
-    # One scaler per optimizer: an overflow in one sub-model's gradients skips
-    # that optimizer's step and lowers its scale only.
-    scalers = {
-        name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        for name in optimizers
-    }
-{% else %}
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-{% endif %}
+{{ amp_code.set_up() }}{# amp/train.py.jinja #}
 {% endif %}
 
     if cfg.overfit_batches:
@@ -1375,55 +1345,6 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     elif cfg.fast_dev_run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
-
-    # resume: the newest valid checkpoint of run_dir ('auto'), or the one named
-{% if multi_optim %}
-    state = TrainState(optimizer_steps=dict.fromkeys(optimizers, 0))
-{% else %}
-    state = TrainState()
-{% endif %}
-    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
-    if cfg.resume == "auto":
-{% if ddp %}
-        # rank 0 looks, and every rank resumes from the file it named (a rank
-        # looking for itself could find another one while rank 0 still writes)
-        found = [find_resumable(run_dir) if world.is_main else None]
-        if world.world_size > 1:
-            dist.broadcast_object_list(found, src=0)  # every rank
-        resume_path = found[0]
-{% else %}
-        resume_path = find_resumable(run_dir)
-{% endif %}
-    checkpoint = load_resumable(resume_path) if resume_path else None
-    if checkpoint is not None:
-        raw_model.load_state_dict(checkpoint["model"])
-{% if multi_optim %}
-        for name, o in optimizers.items():
-            # its moments, its LRs and its initial_lr (the schedule's peak)
-            o.optimizer.load_state_dict(checkpoint["optimizers"][name])
-{% if amp %}
-            scalers[name].load_state_dict(checkpoint["scalers"][name])
-{% endif %}
-{% else %}
-        optimizer.load_state_dict(checkpoint["optimizer"])
-{% if amp %}
-        scaler.load_state_dict(checkpoint["scaler"])
-{% endif %}
-{% endif %}
-        state = TrainState(**checkpoint["train_state"])
-        if len(checkpoint["rng"]) == world.world_size:
-            set_rng_state(checkpoint["rng"][world.rank], device)
-        else:
-            progress.print(
-                f"resume: saved by {len(checkpoint['rng'])} ranks, running "
-                f"{world.world_size}: RNG streams start afresh"
-            )
-        progress.print(
-            f"resume: {resume_path} at step {state.step} "
-            f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
-        )
-    elif cfg.resume == "auto":
-        progress.print(f"resume: no checkpoint in {ckpt_dir}; starting from scratch")
 
 {% if multi_optim and (ddp or compile) %}
     # compute_loss gets a copy of the model whose optimized sub-models are wrapped
@@ -1466,14 +1387,8 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             find_unused_parameters=cfg.find_unused_parameters,
             **buffer_sync(raw_model),
         )
-    # Without find_unused_parameters, a parameter that gets no gradient in a step
-    # leaves DDP waiting for it and the ranks' collectives out of step: the loop
-    # checks, and names it, before the next collective.
-    check_all_used = world.world_size > 1 and not cfg.find_unused_parameters
-    trainable = [(n, p) for n, p in raw_model.named_parameters() if p.requires_grad]
 {% if accumulate %}
-    ddp_model = model  # for no_sync(){% if compile %}, which the compiled wrapper hides{% endif %}
-
+    ddp_model = model
 {% endif %}
 {% else %}
     model = raw_model
@@ -1483,19 +1398,26 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
     model = torch.compile(model, mode=cfg.compile_mode)
 {% endif %}
 
-    # the length of training, in {{ steps }}
 {% if compile %}
     # Only full batches, one shape for torch.compile: the training loader drops
     # an epoch's short last batch (unless there is no full batch: then the one
     # short batch is the only shape)
+{% if ddp %}
     per_process = len(train_set) // world.world_size
+{% else %}
+    per_process = len(train_set)
+{% endif %}
     drop_last = per_process >= cfg.batch_size
     full_batches = per_process // cfg.batch_size if drop_last else min(1, per_process)
     batches_per_epoch = fraction_or_count(cfg.limit_train_batches, full_batches)
-{% else %}
+{% elif ddp %}
     batches_per_epoch = fraction_or_count(
         cfg.limit_train_batches,
         math.ceil(len(train_set) // world.world_size / cfg.batch_size),
+    )
+{% else %}
+    batches_per_epoch = fraction_or_count(
+        cfg.limit_train_batches, math.ceil(len(train_set) / cfg.batch_size)
     )
 {% endif %}
 {% if accumulate %}
@@ -1517,31 +1439,154 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
     else:
         val_interval = 0  # only at the end of epochs
+{% if ddp %}
     val_loader = make_loader(val_set, cfg, world, device, shuffle=False)
-    val_batches = fraction_or_count(cfg.limit_val_batches, len(val_loader))
+{% else %}
+    val_loader = make_loader(val_set, cfg, device, shuffle=False)
+{% endif %}
+    return Run(
+        cfg=cfg,
+{% if ddp %}
+        world=world,
+{% endif %}
+        device=device,
+        progress=progress,
+{% if ddp %}
+        writes=world.is_main and not cfg.fast_dev_run,
+{% else %}
+        writes=not cfg.fast_dev_run,
+{% endif %}
+        raw_model=raw_model,
+        model=model,
+{% if multi_optim %}
+        optimizers=optimizers,
+{% else %}
+        optimizer=optimizer,
+{% endif %}
+{% if amp %}
+        amp_dtype=amp_dtype,
+        autocast=autocast,
+{% if multi_optim %}
+        scalers=scalers,
+{% else %}
+        scaler=scaler,
+{% endif %}
+{% endif %}
+{% if ddp and multi_optim %}
+        ddp_parts=ddp_parts,
+{% elif ddp %}
+{% if accumulate %}
+        ddp_model=ddp_model,
+{% endif %}
+        check_all_used=world.world_size > 1 and not cfg.find_unused_parameters,
+{% endif %}
+        train_set=train_set,
+        val_loader=val_loader,
+        val_batches=fraction_or_count(cfg.limit_val_batches, len(val_loader)),
+        test_set=test_set,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        val_interval=val_interval,
+{% if compile %}
+        drop_last=drop_last,
+{% endif %}
+{% if multi_optim %}
+        state=TrainState(optimizer_steps=dict.fromkeys(optimizers, 0)),
+{% else %}
+        state=TrainState(),
+{% endif %}
+    )
 
-    if writes:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+def resume(run: Run) -> None:
+    """Continue from --resume's checkpoint ('auto': the newest valid one in
+    run_dir): weights, optimizer{% if multi_optim %}s{% endif %}{% if amp %}, loss scaling{% endif %}, progress and RNG state."""
+    cfg = run.cfg
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
+    if cfg.resume == "auto":
+{% if ddp %}
+        # rank 0 looks, and every rank resumes from the file it named (a rank
+        # looking for itself could find another one while rank 0 still writes)
+        found = [find_resumable(Path(cfg.run_dir)) if run.world.is_main else None]
+        if run.world.world_size > 1:
+            dist.broadcast_object_list(found, src=0)  # every rank
+        resume_path = found[0]
+{% else %}
+        resume_path = find_resumable(Path(cfg.run_dir))
+{% endif %}
+        if resume_path is None:
+            run.progress.print(
+                f"resume: no checkpoint in {ckpt_dir}; starting from scratch"
+            )
+    if resume_path is None:
+        return
+    checkpoint = load_resumable(resume_path)
+    run.raw_model.load_state_dict(checkpoint["model"])
+{% if multi_optim %}
+    for name, o in run.optimizers.items():
+        # its moments, its LRs and its initial_lr (the schedule's peak)
+        o.optimizer.load_state_dict(checkpoint["optimizers"][name])
+{% if amp %}
+        run.scalers[name].load_state_dict(checkpoint["scalers"][name])
+{% endif %}
+{% else %}
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+{% if amp %}
+    run.scaler.load_state_dict(checkpoint["scaler"])
+{% endif %}
+{% endif %}
+    run.state = TrainState(**checkpoint["train_state"])
+    run.resumed = True
+{% if ddp %}
+    world = run.world
+    if len(checkpoint["rng"]) == world.world_size:
+        set_rng_state(checkpoint["rng"][world.rank], run.device)
+    else:
+        run.progress.print(
+            f"resume: saved by {len(checkpoint['rng'])} ranks, running "
+            f"{world.world_size}: RNG streams start afresh"
+        )
+{% else %}
+    set_rng_state(checkpoint["rng"], run.device)
+{% endif %}
+    state = run.state
+    run.progress.print(
+        f"resume: {resume_path} at step {state.step} "
+        f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
+
+
+def open_logs(run: Run) -> None:
+    """config.json, a snapshot of the code, metrics.csv{% if tensorboard %} and TensorBoard{% endif %} (continued
+    after the resumed step), and what is about to train."""
+    cfg, progress = run.cfg, run.progress
+    run_dir = Path(cfg.run_dir)
+    if run.writes:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(
             json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
         )
         progress.print(snapshot_code(run_dir))
-        csv_log = CsvLog(run_dir / "metrics.csv", state.step if checkpoint else None)
+        resumed_step = run.state.step if run.resumed else None
+        run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
 {% if tensorboard %}
-        tb = open_tensorboard(run_dir / "tensorboard", state.step if checkpoint else 0)
+        run.tb = open_tensorboard(run_dir / "tensorboard", resumed_step or 0)
 {% endif %}
-    progress.print(model_summary(raw_model))
+    progress.print(model_summary(run.raw_model))
 {% if ddp %}
+    world = run.world
     global_batch = cfg.batch_size * world.world_size{% if accumulate %} * cfg.accumulate_steps{% endif %}
 
     progress.print(
-        f"world size {world.world_size} on {device}; global batch {global_batch}; "
-        f"{steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+        f"world size {world.world_size} on {run.device}; global batch {global_batch}; "
+        f"{run.steps_per_epoch} {{ steps }} per epoch, {run.total_steps} in all"
     )
 {% else %}
     progress.print(
-        f"device {device}; "
-        f"{steps_per_epoch} {{ steps }} per epoch, {total_steps} in all"
+        f"device {run.device}; "
+        f"{run.steps_per_epoch} {{ steps }} per epoch, {run.total_steps} in all"
     )
 {% endif %}
 {% if multi_optim %}
@@ -1549,101 +1594,37 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
         "optimizers: "
         + ", ".join(
             f"{o.name} every {o.every} step(s), {o.total_steps} steps"
-            for o in optimizers.values()
+            for o in run.optimizers.values()
         )
     )
 {% endif %}
 
-    def log(row: dict) -> None:
-        if writes:
-            csv_log.log(row)
+
+def log_row(run: Run, row: dict) -> None:
 {% if tensorboard %}
-            if tb is not None:
-                for name, value in row.items():
-                    if isinstance(value, float):
-                        tb.add_scalar(f"{row['split']}/{name}", value, row["step"])
-{% endif %}
-
-    def save(name: str) -> None:
-        """Checkpoint to checkpoints/<name>.pt; all ranks call it (RNG states are
-        gathered), rank 0 writes."""
-        rng = [rng_state(device)]
-{% if ddp %}
-        if world.world_size > 1:
-            rng = [None] * world.world_size
-            dist.all_gather_object(rng, rng_state(device))
-{% endif %}
-        if not writes:
-            return
-        checkpoint = {
-            "model": raw_model.state_dict(),
-{% if multi_optim %}
-            # each optimizer's step counter (its schedule's position) is in train_state
-            "optimizers": {
-                o.name: o.optimizer.state_dict() for o in optimizers.values()
-            },
-{% if amp %}
-            "scalers": {key: scaler.state_dict() for key, scaler in scalers.items()},
-{% endif %}
+    """One row of metrics.csv, its numbers as TensorBoard scalars too (if this
+    process writes)."""
 {% else %}
-            "optimizer": optimizer.state_dict(),
-{% if amp %}
-            "scaler": scaler.state_dict(),
+    """One row of metrics.csv (if this process writes)."""
 {% endif %}
+    if run.csv is not None:
+        run.csv.log(row)
+{% if tensorboard %}
+{{ tensorboard_code.log_row() }}{# tensorboard/train.py.jinja #}
 {% endif %}
-            "train_state": dataclasses.asdict(state),
-            "step": state.step,
-            "epoch": state.epoch,
-            "rng": rng,
-            "config": dataclasses.asdict(cfg),
-        }
-        atomic_save(checkpoint, ckpt_dir / f"{name}.pt")
 
-    def eval_split(split: str, loader: DataLoader, batches: int) -> dict[str, float]:
-{% if amp and multi_optim %}
-        metrics = evaluate(
-            raw_model, loader, batches, device, autocast{% if ddp %}, world{% endif %}, list(optimizers)
-        )
-{% else %}
-        metrics = evaluate(raw_model, loader, batches, device{% if amp %}, autocast{% endif %}{% if ddp %}, world{% endif %}{% if multi_optim %}, list(optimizers){% endif %})
-{% endif %}
-        return {f"{split}_{name}": value for name, value in metrics.items()}
 
-    def validate(max_batches: int = val_batches) -> dict[str, float]:
-        return eval_split("val", val_loader, max_batches)
+def sanity_check(run: Run) -> None:
+    """A few validation batches before training (one when --sanity-val-steps is 0).
 
-    def step_epoch() -> int:
-        """The 0-based epoch that the current step belongs to (metrics.csv's
-        column): once an epoch's last batch is done, state.epoch counts it."""
-        if state.batch_in_epoch == 0 and state.epoch > 0:
-            return state.epoch - 1
-        return state.epoch
-
-    def after_validation(metrics: dict[str, float]) -> None:
-        """Log, keep best.pt, and count validations without improvement."""
-        progress.print(
-            f"step {state.step} | validation | "
-            + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        )
-        log({"step": state.step, "epoch": step_epoch(), "split": "val", **metrics})
-        value = metrics[cfg.monitor_metric]
-        sign = 1 if cfg.monitor_mode == "max" else -1
-{% if early_stopping %}
-        if state.best is None or sign * (value - state.best) > cfg.min_delta:
-            state.bad_validations = 0
-        else:
-            state.bad_validations += 1
-{% endif %}
-        if state.best is None or sign * (value - state.best) > 0:
-            state.best = value
-            save("best")
-
-    # Catches evaluation bugs, and a --monitor-metric that names nothing, before
-    # hours of training (one batch when the sanity check is off). Evaluation
-    # draws no random numbers, so the training RNG stream is untouched.
-    sanity = validate(cfg.sanity_val_steps or 1)
-    if cfg.sanity_val_steps and checkpoint is None:
-        progress.print(
+    Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    hours of training. Evaluation draws no random numbers, so the training RNG
+    stream is untouched.
+    """
+    cfg = run.cfg
+    sanity = evaluate_split(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    if cfg.sanity_val_steps and not run.resumed:
+        run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
         )
     if cfg.monitor_metric not in sanity:
@@ -1652,486 +1633,503 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             f"{', '.join(sorted(sanity))}"
         )
 
-    model.train()
-{% if amp %}
-    peak_flops = gpu_peak_flops(device, amp_dtype or torch.float32, cfg.tf32)
-{% else %}
-    peak_flops = gpu_peak_flops(device, torch.float32, cfg.tf32)
-{% endif %}
-    flops_per_sample = getattr(raw_model, "flops_per_sample", None)
-    # a model of sequences can tell its tokens per sample (the demo does): tokens/s
-    tokens_per_sample = getattr(raw_model, "tokens_per_sample", None)
-    # metrics accumulate on the device between log steps: no per-step host sync
-    log_sums: dict[str, torch.Tensor] = {}
-{% if multi_optim %}
-    log_counts: dict[str, int] = {}  # how many values each sum holds
-    lrs: dict[str, float] = {}  # each optimizer's latest LR
-    log_samples = 0
-{% else %}
-    log_samples = log_batches = {% if clip %}log_steps = {% endif %}0
-{% endif %}
-    log_t0 = t_start = time.perf_counter()
-    # seconds of evaluation and checkpoint writes since log_t0: samples/s (and
-    # MFU) count training time only
-    untimed = 0.0
-    start_step = state.step
-    stopping = state.step >= total_steps
-    while not stopping and state.epoch < cfg.max_epochs:
-        epoch = state.epoch
-        if hasattr(train_set, "set_epoch"):
-            # for augmentation drawn from a generator seeded by (seed, epoch,
-            # index): a resumed run then sees the same samples (README)
-            train_set.set_epoch(epoch)
-        loader = make_loader(
-            train_set,
-            cfg,
-            world,
-            device,
-            shuffle=not cfg.overfit_batches,
-            epoch=epoch,
-            skip_batches=state.batch_in_epoch,
-{% if compile %}
-            # a short last batch would make torch.compile compile a second graph
-            drop_last=drop_last,
-{% endif %}
-        )
-        for i, batch in enumerate(loader, start=state.batch_in_epoch):
-            if i >= batches_per_epoch:
-                break
-            batch = move_to(batch, device)
-{% if debug %}
-            if state.step == 0 and i == 0 and world.is_main:
-                print_module_shapes(raw_model, batch{% if multi_optim %}, list(optimizers){% endif %})
-{% endif %}
-{% if multi_optim %}
-{% if accumulate %}
-            # the micro-batches of a window are kept until it is complete: each
-            # optimizer due at this step then runs over all of them in turn
-            if i % cfg.accumulate_steps == 0:
-                window = []
-            window.append(batch)
-{% endif %}
-            log_samples += batch_len(batch)
-            state.batch_in_epoch = i + 1
-{% if accumulate %}
-            # the last window of an epoch may be shorter than accumulate_steps
-            if (
-                len(window) < cfg.accumulate_steps
-                and state.batch_in_epoch < batches_per_epoch
-            ):
-                continue
-{% endif %}
 
-            # --- the optimizers due at this step, one after the other in the order of
-            # build_optimizers: a later one (the generator) sees the update an
-            # earlier one (the discriminator) made at this same step ---
-{% if debug %}
-            layer_norms = {}
-{% endif %}
-            for o in optimizers.values():
-                if (state.step + 1) % o.every:
-                    continue  # not due: its parameters and its state stay as they are
-{% if accumulate %}
-                for k, micro in enumerate(window):
+def train_epoch(run: Run) -> int | None:
+    """The rest of the current epoch, then its validation and last.pt.
+
+    Returns an exit code when a signal stopped the run (after saving last.pt).
+    """
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
+    if hasattr(run.train_set, "set_epoch"):
+        # for augmentation drawn from a generator seeded by (seed, epoch,
+        # index): a resumed run then sees the same samples (README)
+        run.train_set.set_epoch(epoch)
+    loader = make_loader(
+        run.train_set,
+        cfg,
 {% if ddp %}
-                    # all-reduce on the last micro-batch only: no_sync covers the
-                    # forward and the backward of the others
-                    with syncing_only(ddp_parts, o.name, sync=k + 1 == len(window)):
-                        {{ multi_forward_backward("micro") | trim | indent(24) }}
+        run.world,
+{% endif %}
+        run.device,
+        shuffle=not cfg.overfit_batches,
+        epoch=epoch,
+        skip_batches=state.batch_in_epoch,
+{% if compile %}
+        # a short last batch would make torch.compile compile a second graph
+        drop_last=run.drop_last,
+{% endif %}
+    )
+    for i, batch in enumerate(loader, start=state.batch_in_epoch):
+        if i >= run.batches_per_epoch:
+            break
+        batch = move_to(batch, run.device)
+{% if debug %}
+{% if ddp %}
+        if state.step == 0 and i == 0 and run.world.is_main:
 {% else %}
-                    {{ multi_forward_backward("micro") | trim | indent(20) }}
+        if state.step == 0 and i == 0:
+{% endif %}
+            print_module_shapes(run.raw_model, batch{% if multi_optim %}, list(run.optimizers){% endif %})
+{% endif %}
+{% if accumulate %}
+        if not train_step(run, i, batch):
+            continue  # inside a window of micro-batches
+{% else %}
+        train_step(run, i, batch)
+{% endif %}
+        if state.step % cfg.log_every == 0 or run.stopping:
+            log_training(run, epoch){% if ddp %}  # every rank{% endif %}
+
+
+        # validation inside the epoch, periodic checkpoints, stop requests
+        end_of_epoch = state.batch_in_epoch >= run.batches_per_epoch
+        t0 = time.perf_counter()
+        if run.val_interval and state.step % run.val_interval == 0 and not end_of_epoch:
+            validate(run){% if ddp %}  # every rank{% endif %}
+
+        if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+            save_checkpoint(run, f"step_{state.step:08d}"){% if ddp %}  # every rank{% endif %}
+
+            if run.writes:
+                prune_checkpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
+        run.meter.untimed += time.perf_counter() - t0
+{% if ddp %}
+        requests = agreed_requests(run, end_of_epoch)  # every rank
+{% if slurm %}
+        if any(requests) and not run.stopping:
+            return stop_early(run, requeue=requests[1])  # every rank
+{% else %}
+        if any(requests) and not run.stopping:
+            return stop_early(run)  # every rank
+{% endif %}
+{% elif slurm %}
+        if (Requests.stop or Requests.requeue) and not run.stopping:
+            return stop_early(run, requeue=Requests.requeue)
+{% else %}
+        if Requests.stop and not run.stopping:
+            return stop_early(run)
+{% endif %}
+        if run.stopping:
+            break
+    end_epoch(run, epoch){% if ddp %}  # every rank{% endif %}
+
+    return None
+
+
+{% if multi_optim %}
+def train_step(run: Run, i: int, batch){% if accumulate %} -> bool{% endif %}:
+    """One training step: every optimizer due at it, one after the other in the
+    order of build_optimizers. A later one (the generator) sees the update an
+    earlier one (the discriminator) made at this same step.
+{% if accumulate %}
+
+    With accumulation a step is a window of micro-batches: batch i of the epoch
+    joins the window, and the step runs when the window is complete. Returns
+    whether it ran.
+{% endif %}
+    """
+{% if accumulate %}
+    cfg, state = run.cfg, run.state
+    # the micro-batches of a window are kept until it is complete: each
+    # optimizer due at this step then runs over all of them in turn
+    if i % cfg.accumulate_steps == 0:
+        run.window = []
+    run.window.append(batch)
+{% else %}
+    state = run.state
+{% endif %}
+    run.meter.samples += batch_len(batch)
+    state.batch_in_epoch = i + 1
+{% if accumulate %}
+    # the last window of an epoch may be shorter than accumulate_steps
+    if (
+        len(run.window) < cfg.accumulate_steps
+        and state.batch_in_epoch < run.batches_per_epoch
+    ):
+        return False
+{% endif %}
+    for o in run.optimizers.values():
+        if (state.step + 1) % o.every:
+            continue  # not due: its parameters and its state stay as they are
+{% if accumulate %}
+        for k, micro in enumerate(run.window):
+{% if ddp %}
+            # all-reduce on the last micro-batch only: no_sync covers the
+            # forward and the backward of the others
+            with syncing_only(run.ddp_parts, o.name, sync=k + 1 == len(run.window)):
+                forward_backward(run, micro, o, len(run.window))
+{% else %}
+            forward_backward(run, micro, o, len(run.window))
 {% endif %}
 {% elif ddp %}
-                with syncing_only(ddp_parts, o.name):
-                    {{ multi_forward_backward("batch") | trim | indent(20) }}
+        with syncing_only(run.ddp_parts, o.name):
+            forward_backward(run, batch, o)
 {% else %}
-                {{ multi_forward_backward("batch") | trim | indent(16) }}
+        forward_backward(run, batch, o)
+{% endif %}
+        optimizer_step(run, o)
+    state.step += 1
+    run.stopping = state.step >= run.total_steps
+{% if accumulate %}
+    return True
 {% endif %}
 
-                # --- this optimizer's step (natural place for gradient surgery) ---
-                # the schedule on its own step counter, scaled to its own LR
-                lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
-                for group in o.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * lr / cfg.lr
-                lrs[o.name] = o.optimizer.param_groups[0]["lr"]
-{% if amp %}
-                # unscale first so that clipping and norms see the true gradients
-                scalers[o.name].unscale_(o.optimizer)
-{% endif %}
-{% if debug %}
-                # before any clipping, which would spread one layer's NaN to all;
-                # only this optimizer's parameters have gradients now
-{% if amp %}
-                # fp16: overflowed gradients are GradScaler's business (it skips the
-                # step and lowers the scale); a NaN loss still stops at the next log
-                bad = [] if scalers[o.name].is_enabled() else nonfinite_grads(raw_model)
-{% else %}
-                bad = nonfinite_grads(raw_model)
-{% endif %}
-                if bad:
-                    progress.print(
-                        f"step {state.step} ({o.name}): "
-                        f"non-finite gradients in {', '.join(bad)}"
-                    )
-                    if cfg.on_nonfinite == "stop":
-                        raise FloatingPointError(
-                            f"non-finite gradients in {', '.join(bad)} "
-                            f"at step {state.step} (--on-nonfinite stop)"
-                        )
-                    # no gradients at all: the step leaves every parameter as it is
-                    o.optimizer.zero_grad(set_to_none=True)
-                if (state.step + 1) % cfg.log_every == 0:
-                    layer_norms.update(layer_grad_norms(raw_model))
-{% endif %}
-{% if clip %}
-{% if amp %}
-                # this optimizer's pre-clip norm, logged; clipping does nothing useful
-                # to scaled gradients, hence after unscale_
-{% else %}
-                # this optimizer's pre-clip norm, logged
-{% endif %}
-                if cfg.clip_value > 0:
-                    grads = [p.grad for p in o.params if p.grad is not None]
-                    grad_norm = torch.nn.utils.get_total_norm(grads)
-                    for grad in grads:
-                        grad.clamp_(-cfg.clip_value, cfg.clip_value)
-                else:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        o.params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-                    )
-                key = f"grad_norm_{o.name}"
-                # .to(device): a CPU zero when a skipped step left no gradients
-                norm = grad_norm.detach().to(device, torch.float32)
-                log_sums[key] = log_sums.get(key, 0) + norm
-                log_counts[key] = log_counts.get(key, 0) + 1
-{% endif %}
-{% if amp %}
-                # skips the step if fp16 gradients overflowed
-                scalers[o.name].step(o.optimizer)
-                scalers[o.name].update()
-{% else %}
-                o.optimizer.step()
-{% endif %}
-                o.optimizer.zero_grad(set_to_none=True)
-                state.optimizer_steps[o.name] += 1
-            state.step += 1
-            stopping = state.step >= total_steps
+
+def forward_backward(run: Run, batch, o: Optim{% if accumulate %}, window_size: int{% endif %}) -> None:
+    """The loss of optimizer `o` on one {% if accumulate %}micro-{% endif %}batch, backpropagated into its
+    parameters."""
+    {{ forward_backward_body("run.model, batch, o.name", 'f"loss_{o.name}"', "run.scalers[o.name]", "inputs=o.params") | trim | indent(4) }}
+
+
+def optimizer_step(run: Run, o: Optim) -> None:
+    """Optimizer `o` applies its gradients (a natural place for gradient surgery):
+    its schedule runs on its own step counter, scaled to its own LR."""
+    cfg, state = run.cfg, run.state
+    lr = lr_at(state.optimizer_steps[o.name], cfg, o.total_steps)
+    for group in o.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr / cfg.lr
+    run.lrs[f"lr_{o.name}"] = o.optimizer.param_groups[0]["lr"]
+    {{ apply_gradients("o.optimizer", "run.scalers[o.name]", "o.params", 'f"grad_norm_{o.name}"', " ({o.name})") | trim | indent(4) }}
+    state.optimizer_steps[o.name] += 1
+
+
 {% else %}
 {% if accumulate %}
-            if i % cfg.accumulate_steps == 0:
-                # the last window of an epoch may be shorter than accumulate_steps
-                window_size = min(cfg.accumulate_steps, batches_per_epoch - i)
-                window_end = i + window_size
-            last_of_window = i + 1 == window_end
-{% endif %}
-{% if ddp and accumulate %}
-            # Gradients are all-reduced only on the last micro-batch of a window:
-            # no_sync must cover the forward and the backward of the others.
-            sync = last_of_window or world.world_size == 1
-            with nullcontext() if sync else ddp_model.no_sync():
-                {{ forward_backward() | trim | indent(16) }}
+def train_step(run: Run, i: int, batch) -> bool:
+    """Micro-batch i of the epoch: forward and backward; at the end of its window
+    of --accumulate-steps micro-batches, the optimizer step. Returns whether it
+    stepped."""
+    cfg, state = run.cfg, run.state
+    # the window of micro-batch i; an epoch's last window may be shorter
+    start = i - i % cfg.accumulate_steps
+    window_size = min(cfg.accumulate_steps, run.batches_per_epoch - start)
+    last_of_window = i + 1 == start + window_size
+{% if ddp %}
+    # Gradients are all-reduced only on the last micro-batch of a window:
+    # no_sync must cover the forward and the backward of the others.
+    sync = last_of_window or run.world.world_size == 1
+    with nullcontext() if sync else run.ddp_model.no_sync():
+        forward_backward(run, batch, window_size)
 {% else %}
-            {{ forward_backward() | trim | indent(12) }}
+    forward_backward(run, batch, window_size)
 {% endif %}
-            for name, value in metrics.items():
-                log_sums[name] = log_sums.get(name, 0) + value.detach().float()
-            log_samples += batch_len(batch)
-            log_batches += 1
-            state.batch_in_epoch = i + 1
-{% if accumulate %}
-            if not last_of_window:
-                continue
+    run.meter.samples += batch_len(batch)
+    state.batch_in_epoch = i + 1
+    if not last_of_window:
+        return False
+    optimizer_step(run)
+    state.step += 1
+    run.stopping = state.step >= run.total_steps
+    return True
+{% else %}
+def train_step(run: Run, i: int, batch) -> None:
+    """Batch i of the epoch: forward, backward and the optimizer step."""
+    forward_backward(run, batch)
+    run.meter.samples += batch_len(batch)
+    run.state.batch_in_epoch = i + 1
+    optimizer_step(run)
+    run.state.step += 1
+    run.stopping = run.state.step >= run.total_steps
 {% endif %}
 
-            # --- the optimizer step (natural place for gradient surgery) ---
-{% if ddp %}
-            if check_all_used:
-                unused = [name for name, p in trainable if p.grad is None]
-                if unused:
-                    raise ContractError(
-                        f"model: no gradient reached {', '.join(unused)} at step "
-                        f"{state.step}; if some batches leave them unused, pass "
-                        "--find-unused-parameters"
-                    )
-{% endif %}
-            lr = lr_at(state.step, cfg, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-{% if amp %}
-            # unscale first so that clipping and norms see the true gradients
-            scaler.unscale_(optimizer)
-{% endif %}
-{% if debug %}
-            # before any clipping, which would spread one layer's NaN to all
-{% if amp %}
-            # fp16: overflowed gradients are GradScaler's business (it skips the
-            # step and lowers the scale); a NaN loss still stops at the next log
-            bad = [] if scaler.is_enabled() else nonfinite_grads(raw_model)
-{% else %}
-            bad = nonfinite_grads(raw_model)
-{% endif %}
-            if bad:
-                progress.print(
-                    f"step {state.step}: non-finite gradients in {', '.join(bad)}"
-                )
-                if cfg.on_nonfinite == "stop":
-                    raise FloatingPointError(
-                        f"non-finite gradients in {', '.join(bad)} "
-                        f"at step {state.step} (--on-nonfinite stop)"
-                    )
-                # no gradients at all: the step below leaves every parameter as it is
-                optimizer.zero_grad(set_to_none=True)
-            if (state.step + 1) % cfg.log_every == 0:
-                layer_norms = layer_grad_norms(raw_model)
-{% endif %}
-{% if clip %}
-{% if amp %}
-            # the pre-clip global norm, logged; clipping does nothing useful to
-            # scaled gradients, hence after unscale_
-{% else %}
-            # the pre-clip global norm, logged
-{% endif %}
-            if cfg.clip_value > 0:
-                grads = [p.grad for p in raw_model.parameters() if p.grad is not None]
-                grad_norm = torch.nn.utils.get_total_norm(grads)
-                # by hand: clip_grad_value_ fails when no parameter has a gradient
-                for grad in grads:
-                    grad.clamp_(-cfg.clip_value, cfg.clip_value)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    raw_model.parameters(),
-                    cfg.clip_norm if cfg.clip_norm > 0 else math.inf,
-                )
-            # .to(device): a CPU zero when a skipped step left no gradients
-            norm = grad_norm.detach().to(device, torch.float32)
-            log_sums["grad_norm"] = log_sums.get("grad_norm", 0) + norm
-{% endif %}
-{% if amp %}
-            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-            scaler.update()
-{% else %}
-            optimizer.step()
-{% endif %}
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-{% if clip %}
-            log_steps += 1
-{% endif %}
-            stopping = state.step >= total_steps
-{% endif %}
 
-            if state.step % cfg.log_every == 0 or stopping:
-                # the only host sync of the training loop, once per log_every steps
-                names = sorted(log_sums)
-{% if multi_optim %}
-                # (empty when no optimizer was due since the last log)
-                totals = (
-                    torch.stack([log_sums[k] for k in names])
-                    if names
-                    else torch.zeros(0, device=device)
-                )
-{% else %}
-                totals = torch.stack([log_sums[k] for k in names])
-{% endif %}
+def forward_backward(run: Run, batch{% if accumulate %}, window_size: int{% endif %}) -> None:
+    """The loss of one {% if accumulate %}micro-{% endif %}batch, backpropagated; its metrics go to the meter."""
+    {{ forward_backward_body("run.model, batch", None, "run.scaler", "") | trim | indent(4) }}
+
+
+def optimizer_step(run: Run) -> None:
+    """Apply the gradients (a natural place for gradient surgery)."""
+    cfg, state = run.cfg, run.state
 {% if ddp %}
-                if world.world_size > 1:
-                    dist.all_reduce(totals)
-                    totals /= world.world_size
+    if run.check_all_used:
+        unused = [
+            name
+            for name, p in run.raw_model.named_parameters()
+            if p.requires_grad and p.grad is None
+        ]
+        if unused:
+            raise ContractError(
+                f"model: no gradient reached {', '.join(unused)} at step "
+                f"{state.step}; if some batches leave them unused, pass "
+                "--find-unused-parameters"
+            )
 {% endif %}
-{% if multi_optim %}
-                # each metric over the micro-batches (norms: the steps) that gave it
-                means = {k: v / log_counts[k] for k, v in zip(names, totals.tolist())}
-{% elif clip %}
-                # grad_norm is summed once per optimizer step, the rest per batch
-                per = {"grad_norm": log_steps}
-                means = {
-                    k: v / per.get(k, log_batches)
-                    for k, v in zip(names, totals.tolist())
-                }
+    lr = lr_at(state.step, cfg, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.lrs["lr"] = lr
+    {{ apply_gradients("run.optimizer", "run.scaler", "run.raw_model.parameters()", '"grad_norm"', "") | trim | indent(4) }}
+
+
+{% endif %}
+def log_training(run: Run, epoch: int) -> None:
+    """The progress line and a row of metrics.csv: the training metrics since the
+    last log{% if ddp %}, averaged over the ranks{% endif %}."""
+    state, meter = run.state, run.meter
+{% if ddp %}
+    means = meter.means(run.world)  # every rank
 {% else %}
-                means = {k: v / log_batches for k, v in zip(names, totals.tolist())}
+    means = meter.means()
 {% endif %}
 {% if amp and clip %}
-                # fp16: an overflow makes grad_norm inf; GradScaler skips that step and
-                # lowers the scale (its job, no reason to stop), so while it is on
-                # only the other metrics must be finite
-{% if multi_optim %}
-                checked = {
-                    k: v
-                    for k, v in means.items()
-                    if not k.startswith("grad_norm") or amp_dtype != torch.float16
-                }
+    # fp16: an overflow makes the gradient norm inf; GradScaler skips that step and
+    # lowers the scale (its job, no reason to stop), so only the other metrics
+    # must be finite then
+    fp16 = run.amp_dtype == torch.float16
+    checked = {
+        k: v for k, v in means.items() if not (fp16 and k.startswith("grad_norm"))
+    }
+    if not all(math.isfinite(v) for v in checked.values()):
 {% else %}
-                checked = {
-                    k: v
-                    for k, v in means.items()
-                    if k != "grad_norm" or not scaler.is_enabled()
-                }
+    if not all(math.isfinite(v) for v in means.values()):
 {% endif %}
-                if not all(math.isfinite(v) for v in checked.values()):
-{% else %}
-                if not all(math.isfinite(v) for v in means.values()):
-{% endif %}
-                    # every rank sees the same reduced values, so all stop together
-                    raise FloatingPointError(
-                        f"non-finite training metrics at step {state.step}: {means}"
-                    )
-                elapsed = time.perf_counter() - log_t0 - untimed
-                samples_per_s = log_samples * world.world_size / elapsed
-                row = {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "train",
-                    **means,
-{% if multi_optim %}
-                    **{f"lr_{k}": v for k, v in lrs.items()},
-{% else %}
-                    "lr": lr,
-{% endif %}
-                    "samples_per_s": samples_per_s,
-                }
-                epoch_done = state.batch_in_epoch / batches_per_epoch
-                fields = [
-                    f"step {state.step}/{total_steps}",
-                    f"epoch {epoch} {epoch_done:4.0%}",
-                ]
-                fields += [f"{k} {v:.4f}" for k, v in means.items()]
-{% if multi_optim %}
-                fields += [f"lr_{k} {v:.2e}" for k, v in lrs.items()]
-                fields.append(f"{samples_per_s:,.0f} samples/s")
-{% else %}
-                fields += [f"lr {lr:.2e}", f"{samples_per_s:,.0f} samples/s"]
-{% endif %}
-                if tokens_per_sample is not None:
-                    row["tokens_per_s"] = samples_per_s * tokens_per_sample()
-                    fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
-                if flops_per_sample is not None and peak_flops:
-                    per_rank = samples_per_s / world.world_size
-                    mfu = flops_per_sample() * per_rank / peak_flops
-                    fields.append(f"mfu {100 * mfu:.1f}%")
-                    row["mfu"] = mfu
-                if device.type == "cuda":
-                    row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                    fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
-                    torch.cuda.reset_peak_memory_stats(device)
-                spent = time.perf_counter() - t_start
-                eta = spent / (state.step - start_step) * (total_steps - state.step)
-                fields += [
-                    f"elapsed {format_duration(spent)}",
-                    f"eta {format_duration(eta)}",
-                ]
-                progress.update(" | ".join(fields))
-{% if debug %}
-                if state.step % cfg.log_every == 0:
-                    norms = {name: norm.item() for name, norm in layer_norms.items()}
-                    progress.print(
-                        "grad norms: "
-                        + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
-                    )
-                    row.update({f"grad_norm/{k}": v for k, v in norms.items()})
-{% endif %}
-                log(row)
-                log_sums.clear()
-{% if multi_optim %}
-                log_counts.clear()
-                log_t0, log_samples, untimed = time.perf_counter(), 0, 0.0
-{% else %}
-                log_t0, untimed = time.perf_counter(), 0.0
-                log_samples = log_batches = {% if clip %}log_steps = {% endif %}0
-{% endif %}
-
-            # --- validation inside the epoch, checkpoints, stop requests ---
-            end_of_epoch = state.batch_in_epoch >= batches_per_epoch
-            t0 = time.perf_counter()
-            if val_interval and state.step % val_interval == 0 and not end_of_epoch:
-                after_validation(validate())
-            if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-                save(f"step_{state.step:08d}")
-                if writes:
-                    prune_checkpoints(ckpt_dir, cfg.keep_last)
-            untimed += time.perf_counter() - t0
-{% if slurm or ddp %}
-            flags = [STOP["stop"]{% if slurm %}, STOP["requeue"]{% endif %}]
 {% if ddp %}
-            if world.world_size > 1:
-                # A signal may reach the ranks at different steps: they agree on it
-                # at steps that every rank reaches together, each log_every-th and
-                # an epoch's last, not at every step (reading the agreement back
-                # waits for the GPU). A stop waits up to log_every steps for it.
-                if state.step % cfg.log_every == 0 or end_of_epoch:
-                    agreed = torch.tensor(flags, dtype=torch.int32, device=device)
-                    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # every rank
-                    flags = [bool(flag) for flag in agreed.tolist()]
-                else:
-                    flags = [False] * len(flags)  # until the ranks next agree
+        # every rank sees the same reduced values, so all stop together
 {% endif %}
-            if any(flags) and not stopping:
+        raise FloatingPointError(
+            f"non-finite training metrics at step {state.step}: {means}"
+        )
+    elapsed = time.perf_counter() - meter.started - meter.untimed
+{% if ddp %}
+    samples_per_s = meter.samples * run.world.world_size / elapsed
 {% else %}
-            if STOP["stop"] and not stopping:
+    samples_per_s = meter.samples / elapsed
 {% endif %}
-{% if slurm %}
-                stop, requeue = flags
+    row = {
+        "step": state.step,
+        "epoch": epoch,
+        "split": "train",
+        **means,
+        **run.lrs,
+        "samples_per_s": samples_per_s,
+    }
+    spent = time.perf_counter() - run.started
+    eta = spent / (state.step - run.start_step) * (run.total_steps - state.step)
+    # in order of importance: a narrow terminal shows the first ones
+    fields = [
+        f"step {state.step}/{run.total_steps}",
+        f"epoch {epoch} {state.batch_in_epoch / run.batches_per_epoch:4.0%}",
+        f"eta {format_duration(eta)}",
+    ]
+    fields += [f"{k} {v:.4f}" for k, v in means.items()]
+    fields += [f"{k} {v:.2e}" for k, v in run.lrs.items()]
+    fields.append(f"{samples_per_s:,.0f} samples/s")
+    tokens_per_sample = getattr(run.raw_model, "tokens_per_sample", None)
+    if tokens_per_sample is not None:
+        # a model of sequences can tell its tokens per sample (the demo does)
+        row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+        fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
+    flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
+{% if amp %}
+    dtype = run.amp_dtype or torch.float32
+{% else %}
+    dtype = torch.float32
 {% endif %}
-                save("last")
-                progress.print(
-                    f"stopped at step {state.step}: saved {ckpt_dir / 'last.pt'}"
-                )
-{% if slurm %}
-                if requeue:
-                    if world.is_main:
-                        requeue_slurm_job()
-                    return 0
+    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    if flops_per_sample is not None and peak_flops:
+{% if ddp %}
+        mfu = flops_per_sample() * samples_per_s / run.world.world_size / peak_flops
+{% else %}
+        mfu = flops_per_sample() * samples_per_s / peak_flops
 {% endif %}
-                progress.print(
-                    f"resume with: python train.py --resume auto --run-dir {run_dir}"
-                )
-                return 130
-            if stopping:
-                break
+        fields.append(f"mfu {100 * mfu:.1f}%")
+        row["mfu"] = mfu
+    if run.device.type == "cuda":
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+        fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
+        torch.cuda.reset_peak_memory_stats(run.device)
+    fields.append(f"elapsed {format_duration(spent)}")
+    run.progress.update(fields)
+{% if debug %}
+    if run.layer_norms:
+        norms = {name: norm.item() for name, norm in run.layer_norms.items()}
+        run.progress.print(
+            "grad norms: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
+        )
+        row.update({f"grad_norm/{k}": v for k, v in norms.items()})
+        run.layer_norms = {}
+{% endif %}
+    log_row(run, row)
+    run.meter = Meter()
 
-        # --- end of epoch ---
-        t0 = time.perf_counter()
-        if state.batch_in_epoch >= batches_per_epoch:
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-        if (epoch + 1) % cfg.val_every_epochs == 0 or stopping:
-            after_validation(validate())
+
+{% if ddp %}
+{{ ddp_code.agreed_requests() }}{# ddp/train.py.jinja #}
+{% endif %}
+{% if slurm %}
+def stop_early(run: Run, requeue: bool) -> int:
+    """Save last.pt after a stop signal; requeue the job after SLURM's warning."""
+{% else %}
+def stop_early(run: Run) -> int:
+    """Save last.pt after a stop signal, and say how to resume."""
+{% endif %}
+    save_checkpoint(run, "last"){% if ddp %}  # every rank{% endif %}
+
+    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
+    run.progress.print(
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
+    )
+{% if slurm %}
+    if requeue:
+{% if ddp %}
+        if run.world.is_main:
+            requeue_slurm_job()
+{% else %}
+        requeue_slurm_job()
+{% endif %}
+        return 0
+{% endif %}
+    run.progress.print(
+        f"resume with: python train.py --resume auto --run-dir {run.cfg.run_dir}"
+    )
+    return 130
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """After the epoch's last step (or the run's): validation{% if early_stopping %}, early
+    stopping{% endif %} and last.pt."""
+    cfg, state = run.cfg, run.state
+    t0 = time.perf_counter()
+    if state.batch_in_epoch >= run.batches_per_epoch:
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+    if (epoch + 1) % cfg.val_every_epochs == 0 or run.stopping:
+        validate(run){% if ddp %}  # every rank{% endif %}
+
 {% if early_stopping %}
-            if state.bad_validations >= cfg.patience and state.epoch >= cfg.min_epochs:
-                progress.print(
-                    f"early stopping: {cfg.monitor_metric} did not improve "
-                    f"for {cfg.patience} validations"
-                )
-                stopping = True
+{{ early_stopping_code.end_epoch() }}{# early-stopping/train.py.jinja #}
 {% endif %}
-        save("last")
-        untimed += time.perf_counter() - t0
+    save_checkpoint(run, "last"){% if ddp %}  # every rank{% endif %}
 
-    # --- test the best checkpoint ---
-    best_path = ckpt_dir / "best.pt"
+    run.meter.untimed += time.perf_counter() - t0
+
+
+def evaluate_split(
+    run: Run, split: str, loader: DataLoader, max_batches: int
+) -> dict[str, float]:
+    """evaluate() on one split, the metrics' names prefixed with it (val_loss)."""
+    metrics = evaluate(
+        run.raw_model,
+        loader,
+        max_batches,
+        run.device,
+{% if amp %}
+        run.autocast,
+{% endif %}
+{% if ddp %}
+        run.world,
+{% endif %}
+{% if multi_optim %}
+        list(run.optimizers),
+{% endif %}
+    )
+    return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def validate(run: Run) -> None:
+{% if ddp %}
+    """Validate; log it, keep best.pt{% if early_stopping %} and count validations without improvement{% endif %}.
+
+    Every rank calls it: evaluation all-reduces, and saving best.pt gathers.
+    """
+{% elif early_stopping %}
+    """Validate; log it, keep best.pt and count validations without improvement."""
+{% else %}
+    """Validate; log it and keep best.pt."""
+{% endif %}
+    cfg, state = run.cfg, run.state
+    metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    run.progress.print(
+        f"step {state.step} | validation | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+    epoch = state.epoch_of_step()
+    log_row(run, {"step": state.step, "epoch": epoch, "split": "val", **metrics})
+    value = metrics[cfg.monitor_metric]
+    sign = 1 if cfg.monitor_mode == "max" else -1
+{% if early_stopping %}
+{{ early_stopping_code.validate() }}{# early-stopping/train.py.jinja #}
+{% endif %}
+    if state.best is None or sign * (value - state.best) > 0:
+        state.best = value
+        save_checkpoint(run, "best"){% if ddp %}  # every rank, though only one writes{% endif %}
+
+
+
+def save_checkpoint(run: Run, name: str) -> None:
+{% if ddp %}
+    """checkpoints/<name>.pt: every rank calls it (all ranks' RNG states are
+    gathered, a collective), rank 0 writes."""
+    rng = [rng_state(run.device)]
+    if run.world.world_size > 1:
+        rng = [None] * run.world.world_size
+        dist.all_gather_object(rng, rng_state(run.device))
+{% else %}
+    """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
+    rng = rng_state(run.device)
+{% endif %}
+    if not run.writes:
+        return
+    state = run.state
+    checkpoint = {
+        "model": run.raw_model.state_dict(),
+{% if multi_optim %}
+        # each optimizer's step counter (its schedule's position) is in train_state
+        "optimizers": {
+            o.name: o.optimizer.state_dict() for o in run.optimizers.values()
+        },
+{% if amp %}
+        "scalers": {key: scaler.state_dict() for key, scaler in run.scalers.items()},
+{% endif %}
+{% else %}
+        "optimizer": run.optimizer.state_dict(),
+{% if amp %}
+        "scaler": run.scaler.state_dict(),
+{% endif %}
+{% endif %}
+        "train_state": dataclasses.asdict(state),
+        "step": state.step,
+        "epoch": state.epoch,
+        "rng": rng,
+        "config": dataclasses.asdict(run.cfg),
+    }
+    atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
+
+
+def finish(run: Run) -> None:
+    """Validate and test the best checkpoint; write summary.json."""
+    cfg, state = run.cfg, run.state
+    best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
 {% if ddp %}
     # rank 0 wrote best.pt and reads it: on other nodes the run directory may be
     # a stale copy, or not shared at all; the other ranks get its weights
-    if world.is_main and best_path.exists() and not cfg.fast_dev_run:
-        raw_model.load_state_dict(load_checkpoint(best_path)["model"])
-    if world.world_size > 1:
-        for tensor in raw_model.state_dict().values():
+    if run.world.is_main and best_path.exists() and not cfg.fast_dev_run:
+        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+    if run.world.world_size > 1:
+        for tensor in run.raw_model.state_dict().values():
             dist.broadcast(tensor, src=0)  # every rank, in the same order
 {% else %}
     if best_path.exists() and not cfg.fast_dev_run:
-        raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
 {% endif %}
-    val_metrics = validate()
-    test_loader = make_loader(test_set, cfg, world, device, shuffle=False)
+    val_metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+{% if ddp %}
+    test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
+{% else %}
+    test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
+{% endif %}
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = eval_split("test", test_loader, test_batches)
+    test_metrics = evaluate_split(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
-    progress.print(
+    run.progress.print(
         "final (best checkpoint) | "
         + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
     )
-    if writes:
-        log(
-            {"step": state.step, "epoch": step_epoch(), "split": "test", **test_metrics}
+    if run.writes:
+        epoch = state.epoch_of_step()
+        log_row(
+            run, {"step": state.step, "epoch": epoch, "split": "test", **test_metrics}
         )
         summary = {
             "step": state.step,
@@ -2140,29 +2138,16 @@ def train(cfg: Config, world: Dist, device: torch.device) -> int:
             **val_metrics,
             **test_metrics,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary_path = Path(cfg.run_dir) / "summary.json"
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
 {% if tensorboard %}
-        if tb is not None:
-            tb.close()
+        if run.tb is not None:
+            run.tb.close()
 {% endif %}
-    return 0
 
 
 {% if tensorboard %}
-def open_tensorboard(log_dir: Path, purge_step: int):
-    """A SummaryWriter, or None with a message when tensorboard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        print(
-            f"tensorboard: cannot import it ({exc}); "
-            "pip install tensorboard; logging to metrics.csv only"
-        )
-        return None
-    # purge_step drops events a crashed run logged after its last checkpoint
-    return SummaryWriter(str(log_dir), purge_step=purge_step or None)
-
-
+{{ tensorboard_code.functions() }}{# tensorboard/train.py.jinja #}
 {% endif %}
 if __name__ == "__main__":
     sys.exit(main())

@@ -66,7 +66,7 @@ def build_optimizers(model: GAN, cfg):
     """
 
     def adam(module: nn.Module) -> torch.optim.Optimizer:
-        # fused on CUDA (one kernel; no host sync under fp16), foreach elsewhere
+        # fused on CUDA (one kernel for all parameters), foreach elsewhere
         on_cuda = next(module.parameters()).is_cuda
         return torch.optim.Adam(
             module.parameters(),

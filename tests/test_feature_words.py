@@ -1,0 +1,58 @@
+"""A project speaks only of the features it has.
+
+Each single-feature project (and the base) is rendered, and the words that belong
+to the features it does not have -- ranks, micro-batches, scalers, optimizers by
+name ... -- must appear nowhere in it: not in code, comments, help texts or its
+README. A comment about a feature that is not there misleads the reader of the
+code they own.
+"""
+
+import re
+
+import pytest
+
+from scaffold.features import feature_names
+from scaffold.render import render_project
+from scaffold.spec import ProjectSpec
+
+# Words (regular expressions, case-insensitive) that only the feature's own code uses.
+WORDS = {
+    "ddp": [r"\brank", r"\bworld", "torchrun", r"\bDDP\b", "all_reduce", "process group",
+            "collective", r"\bgloo\b", r"\bnccl\b", "distributed"],
+    "amp": ["autocast", "GradScaler", r"\bscaler", r"\bfp16\b", r"\bbf16\b", "mixed precision", "amp_dtype"],
+    "clip": [r"\bclip", r"\bgrad_norm(?!/)\b"],
+    "accumulate": [r"micro-?batch", r"micro-?step", "accumulat", r"\bwindow"],
+    "early-stopping": ["early.stopping", "patience", "min_delta"],
+    "compile": ["torch.compile", "compile_mode", "_orig_mod", r"\bcompiled\b"],
+    "slurm": ["slurm", r"\bsrun\b", "sbatch", "requeue", "scontrol"],
+    "tensorboard": ["tensorboard", "SummaryWriter"],
+    "debug": ["non-finite gradient", "nonfinite", "layer_grad_norms", "module shapes", "on_nonfinite"],
+    "multi-optim": [r"\boptimizers\b", "build_optimizers", "discriminator", r"\bGAN\b", "every_n_steps"],
+}
+
+
+def test_every_feature_has_its_words():
+    assert set(WORDS) == set(feature_names())
+
+
+@pytest.mark.parametrize("chosen", [None, *feature_names()], ids=lambda name: name or "base")
+def test_a_project_has_no_words_of_features_it_lacks(chosen):
+    files = render_project(ProjectSpec.create("proj", set() if chosen is None else {chosen}))
+    found = []
+    for feature, words in WORDS.items():
+        if feature == chosen:
+            continue
+        for path, text in sorted(files.items()):
+            lines = text.splitlines()
+            for word in words:
+                for match in re.finditer(word, text, re.IGNORECASE):
+                    number = text.count("\n", 0, match.start()) + 1
+                    found.append(f"{path}:{number}: {feature} word {word!r}: {lines[number - 1].strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_the_words_are_found_where_the_feature_is():
+    """The check can fail: each feature's own project uses its words."""
+    for feature, words in WORDS.items():
+        text = "\n".join(render_project(ProjectSpec.create("proj", {feature})).values())
+        assert any(re.search(word, text, re.IGNORECASE) for word in words), feature
