@@ -23,6 +23,7 @@ the templates of the day.
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,31 @@ class Edit:
     name: str
     anchor: str
     replacement: str
+    # where a user puts the edit back when the template moved the anchor's code:
+    # after the one line that reads like this (the snippet takes its indentation)
+    after_line: str | None = None
+
+    def redo(self, text: str) -> str | None:
+        """``text`` with this edit made again, or None if its place is not there."""
+        if text.count(self.anchor) == 1:
+            return text.replace(self.anchor, self.replacement)
+        lines = text.splitlines(keepends=True)
+        places = [i for i, line in enumerate(lines) if line.strip() == self.after_line]
+        if self.after_line is None or len(places) != 1:
+            return None
+        at = places[0]
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        moved = textwrap.indent(textwrap.dedent(self.snippet), indent)
+        return "".join(lines[: at + 1]) + moved + "".join(lines[at + 1 :])
+
+    def kept_in(self, text: str) -> bool:
+        """Whether ``text`` holds the snippet, at its place or moved (re-indented)."""
+        if self.snippet in text:
+            return True
+        snippet = textwrap.dedent(self.snippet)
+        return any(
+            textwrap.indent(snippet, " " * n) in text for n in range(0, 33, 4)
+        )
 
     @property
     def snippet(self) -> str:
@@ -134,6 +160,7 @@ EDITS = [
         LOOP_ANCHOR,
         LOOP_ANCHOR + "            # user: count the training batches of this process\n"
         '            USER_COUNTS["train_batches"] += 1\n',
+        after_line="loss, metrics = checked_loss(result)",
     ),
 ]
 
@@ -205,28 +232,37 @@ def resolve(parts: list[Part]) -> str:
 
     A block holding none of the edits takes the template's side; two insertions at
     one place (an empty base) keep both, the user's first. Otherwise each edit the
-    block holds is redone on the template's side at its anchor; where an anchor is
-    not there (the template changed the same line), the block keeps the user's side.
+    block holds is redone on the template's side at its anchor, or where the code
+    of its anchor went (Edit.redo); where neither is there, the block keeps the
+    user's side.
     """
-    chosen = []
+    chosen, pending = [], []  # pending: (index in chosen, its ours, its edits)
     for part in parts:
         if isinstance(part, str):
             chosen.append(part)
             continue
         ours, base, theirs = part
-        mine = [edit for edit in EDITS if edit.snippet in ours]
+        mine = [edit for edit in EDITS if edit.kept_in(ours)]
         if mine and not base:
             chosen.append(ours + theirs)
             continue
         text = theirs
         for edit in mine:
-            if edit.snippet not in text:
-                if text.count(edit.anchor) != 1:
-                    text = ours
-                    break
-                text = text.replace(edit.anchor, edit.replacement)
+            if not edit.kept_in(text):
+                redone = edit.redo(text)
+                if redone is None:  # its place is elsewhere in the file, or gone
+                    pending.append((len(chosen), ours, edit))
+                    continue
+                text = redone
         chosen.append(text)
-    return "".join(chosen)
+    resolved = "".join(chosen)
+    for index, ours, edit in pending:
+        redone = edit.redo(resolved)
+        if redone is None:  # nowhere to put it back: keep the user's side
+            chosen[index] = ours
+            return "".join(chosen)
+        resolved = redone
+    return resolved
 
 
 def project_tree(project: Path) -> dict[str, str]:
@@ -366,7 +402,7 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
         resolved = resolve(split_conflicts(after["train.py"], labels))
         assert not has_conflict_markers(resolved)
         for edit in EDITS:
-            assert edit.snippet in resolved, f"resolving lost {edit.name!r}"
+            assert edit.kept_in(resolved), f"resolving lost {edit.name!r}"
         (project / "train.py").write_text(resolved, encoding="utf-8")
     run_train(project, "--device", "cpu", "--fast-dev-run", tiny_defaults=False)
     run_train(project, "--device", "cpu", "--max-steps", "3", tiny_defaults=False)
