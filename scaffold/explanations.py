@@ -71,9 +71,24 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "the DDP wrap; every rank's RNG state gathered into each checkpoint "
-                "(save); stop flags all-reduced; a barrier before best.pt is read",
+                "set_up",
+                "the DDP wrap (one DDP per optimized sub-model with --multi-optim)",
+            ),
+            Location(
+                "train.py",
+                "save_checkpoint",
+                "every rank's RNG state gathered into each checkpoint (a collective "
+                "that every rank calls); rank 0 writes",
+            ),
+            Location(
+                "train.py",
+                "agreed_requests",
+                "stop requests all-reduced at steps that every rank reaches together",
+            ),
+            Location(
+                "train.py",
+                "finish",
+                "rank 0 loads best.pt and broadcasts its weights to the other ranks",
             ),
             Location("train.py", "main", "destroy_process_group() in a finally block"),
         ),
@@ -153,10 +168,23 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "the autocast context around forward and loss; "
-                "GradScaler(enabled=fp16): scale(loss).backward(), unscale_, step, "
-                "update; the scaler's state in every checkpoint",
+                "set_up",
+                "the autocast context and GradScaler(enabled=fp16)",
+            ),
+            Location(
+                "train.py",
+                "forward_backward",
+                "autocast around forward and loss; scale(loss).backward()",
+            ),
+            Location(
+                "train.py",
+                "optimizer_step",
+                "unscale_, then the step through the scaler, and update",
+            ),
+            Location(
+                "train.py",
+                "save_checkpoint",
+                "the scaler's state in every checkpoint",
             ),
             Location(
                 "train.py", "evaluate", "evaluation under the same autocast context"
@@ -213,8 +241,8 @@ EXPLANATIONS: dict[str, Explanation] = {
         where=(
             Location(
                 "train.py",
-                "train",
-                "the optimizer step: `clip_grad_norm_` (or an element-wise clamp) once "
+                "optimizer_step",
+                "`clip_grad_norm_` (or an element-wise clamp) once "
                 "per optimizer step, before `optimizer.step()`; the pre-clip norm is "
                 "accumulated on the device and logged as grad_norm (mean per log "
                 "interval)",
@@ -260,9 +288,18 @@ EXPLANATIONS: dict[str, Explanation] = {
         where=(
             Location(
                 "train.py",
-                "train",
-                "the inner loop: window_size and last_of_window, the loss divided by "
-                "the window size, `continue` until the window is complete; "
+                "train_step",
+                "window_size and last_of_window, the optimizer step only at a "
+                "window's end",
+            ),
+            Location(
+                "train.py",
+                "forward_backward",
+                "the loss divided by the size of the window actually used",
+            ),
+            Location(
+                "train.py",
+                "set_up",
                 "steps_per_epoch = ceil(batches / K)",
             ),
         ),
@@ -307,13 +344,13 @@ EXPLANATIONS: dict[str, Explanation] = {
         where=(
             Location(
                 "train.py",
-                "after_validation",
-                "counts validations in a row without improvement (inside train)",
+                "validate",
+                "counts validations in a row without improvement",
             ),
             Location(
                 "train.py",
-                "train",
-                "the end of an epoch: stop once the count reaches --patience, not "
+                "end_epoch",
+                "stop once the count reaches --patience, not "
                 "before --min-epochs",
             ),
             Location(
@@ -354,7 +391,7 @@ EXPLANATIONS: dict[str, Explanation] = {
         where=(
             Location(
                 "train.py",
-                "train",
+                "set_up",
                 "`model = torch.compile(model, mode=...)` after the DDP wrap; "
                 "raw_model, the plain module, is kept for checkpoints and evaluation",
             ),
@@ -417,9 +454,13 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "at each step boundary: flags checked (all-reduced with --ddp), "
-                "last.pt saved, the job requeued by rank 0",
+                "train_epoch",
+                "between steps: the requests checked (agreed by all ranks with --ddp)",
+            ),
+            Location(
+                "train.py",
+                "stop_early",
+                "last.pt saved, the job requeued (by rank 0 with --ddp)",
             ),
         ),
         options=(),
@@ -473,8 +514,12 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "log(): each float of a logged row becomes a scalar <split>/<name>; "
+                "log_row",
+                "each float of a logged row becomes a scalar <split>/<name>",
+            ),
+            Location(
+                "train.py",
+                "finish",
                 "the writer is closed at the end",
             ),
         ),
@@ -523,8 +568,8 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "the optimizer step: the non-finite check, then skip the step or stop",
+                "optimizer_step",
+                "the non-finite check, then skip the step or stop",
             ),
         ),
         options=(
@@ -600,11 +645,16 @@ EXPLANATIONS: dict[str, Explanation] = {
             ),
             Location(
                 "train.py",
-                "train",
-                "the step: each optimizer due (every n-th step), in the listed order, "
-                "runs compute_loss over the step's micro-batches, backward(inputs=its "
-                "parameters), unscale, clip, step, zero; per-optimizer step counters "
-                "in TrainState, every optimizer and scaler in the checkpoint",
+                "train_step",
+                "each optimizer due (every n-th step), in the listed order, runs "
+                "forward_backward over the step's micro-batches (backward(inputs=its "
+                "parameters)), then optimizer_step: its own schedule, unscale, clip, "
+                "step, zero",
+            ),
+            Location(
+                "train.py",
+                "save_checkpoint",
+                "every optimizer and scaler; per-optimizer step counters in TrainState",
             ),
             Location(
                 "train.py",
