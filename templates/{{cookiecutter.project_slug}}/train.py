@@ -982,88 +982,6 @@ def snapshot_code(run_dir: Path) -> str:
 {{ debug_code.functions() }}{# debug/train.py.jinja #}
 {% endif %}
 # -----------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-{% if amp or ddp or multi_optim %}
-def evaluate(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    max_batches: int,
-    device: torch.device,
-{% if amp %}
-    autocast,
-{% endif %}
-{% if ddp %}
-    world: Dist,
-{% endif %}
-{% if multi_optim %}
-    optimizer_names: list[str],
-{% endif %}
-) -> dict[str, float]:
-{% else %}
-def evaluate(
-    model: torch.nn.Module, loader: DataLoader, max_batches: int, device: torch.device
-) -> dict[str, float]:
-{% endif %}
-{% if ddp %}
-    """Mean of each metric over the samples seen (by all ranks), in eval mode.
-
-    Metrics are summed as value x batch size with the sample count, then divided:
-    a mean of per-rank means would weight a rank's short last batch wrongly.
-    """
-{% else %}
-    """Mean of each metric over the samples seen, in eval mode (weighted by batch
-    size: a short last batch counts for its samples only)."""
-{% endif %}
-    was_training = model.training
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    count = torch.zeros((), device=device)
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        batch = move_to(batch, device)
-        n = batch_len(batch)
-{% if multi_optim %}
-        # the metrics of every optimizer's loss (their names must differ)
-        metrics = {}
-        for name in optimizer_names:
-{% if amp %}
-            with autocast:
-                result = compute_loss(model, batch, name)
-{% else %}
-            result = compute_loss(model, batch, name)
-{% endif %}
-            metrics.update(checked_loss(result, f"loss_{name}")[1])
-        # their sum: the one loss that every model with these optimizers has
-        metrics["loss"] = sum(metrics[f"loss_{name}"] for name in optimizer_names)
-{% else %}
-{% if amp %}
-        with autocast:
-            result = compute_loss(model, batch)
-{% else %}
-        result = compute_loss(model, batch)
-{% endif %}
-        _, metrics = checked_loss(result)
-{% endif %}
-        for name, value in metrics.items():
-            sums[name] = sums.get(name, 0) + value.detach().float() * n
-        count += n
-    model.train(was_training)
-    names = sorted(sums)
-    totals = torch.stack([sums[k] for k in names] + [count])
-{% if ddp %}
-    if world.world_size > 1:
-        # every rank reaches this collective: evaluation has no early exits
-        dist.all_reduce(totals)
-{% endif %}
-    totals = totals.tolist()
-    return {name: total / max(totals[-1], 1) for name, total in zip(names, totals)}
-
-
-# -----------------------------------------------------------------------------
 # signals: the handlers only note a request; the loop acts on it between steps
 
 
@@ -1622,7 +1540,7 @@ def sanity_check(run: Run) -> None:
     stream is untouched.
     """
     cfg = run.cfg
-    sanity = evaluate_split(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    sanity = evaluate(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and not run.resumed:
         run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
@@ -2005,26 +1923,64 @@ def end_epoch(run: Run, epoch: int) -> None:
     run.meter.untimed += time.perf_counter() - t0
 
 
-def evaluate_split(
-    run: Run, split: str, loader: DataLoader, max_batches: int
-) -> dict[str, float]:
-    """evaluate() on one split, the metrics' names prefixed with it (val_loss)."""
-    metrics = evaluate(
-        run.raw_model,
-        loader,
-        max_batches,
-        run.device,
-{% if amp %}
-        run.autocast,
-{% endif %}
+@torch.no_grad()
+def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict:
 {% if ddp %}
-        run.world,
+    """The mean of each metric over the samples seen by all ranks, in eval mode,
+    named after the split (val_loss).
+
+    Metrics are summed as value x batch size with the sample count, then divided:
+    a mean of per-rank means would weight a rank's short last batch wrongly.
+    """
+{% else %}
+    """The mean of each metric over the samples seen, in eval mode, named after
+    the split (val_loss); a short last batch counts for its samples only."""
 {% endif %}
+    model, device = run.raw_model, run.device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device)
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        batch = move_to(batch, device)
+        n = batch_len(batch)
 {% if multi_optim %}
-        list(run.optimizers),
+        # the metrics of every optimizer's loss (their names must differ)
+        metrics = {}
+        for name in run.optimizers:
+{% if amp %}
+            with run.autocast:
+                result = compute_loss(model, batch, name)
+{% else %}
+            result = compute_loss(model, batch, name)
 {% endif %}
-    )
-    return {f"{split}_{name}": value for name, value in metrics.items()}
+            metrics.update(checked_loss(result, f"loss_{name}")[1])
+        # their sum: the one loss that every model with these optimizers has
+        metrics["loss"] = sum(metrics[f"loss_{name}"] for name in run.optimizers)
+{% else %}
+{% if amp %}
+        with run.autocast:
+            result = compute_loss(model, batch)
+{% else %}
+        result = compute_loss(model, batch)
+{% endif %}
+        _, metrics = checked_loss(result)
+{% endif %}
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0) + value.detach().float() * n
+        count += n
+    model.train(was_training)
+    names = sorted(sums)
+    totals = torch.stack([sums[k] for k in names] + [count])
+{% if ddp %}
+    if run.world.world_size > 1:
+        # every rank reaches this collective: evaluation has no early exits
+        dist.all_reduce(totals)
+{% endif %}
+    *totals, seen = totals.tolist()
+    return {f"{split}_{k}": total / max(seen, 1) for k, total in zip(names, totals)}
 
 
 def validate(run: Run) -> None:
@@ -2039,7 +1995,7 @@ def validate(run: Run) -> None:
     """Validate; log it and keep best.pt."""
 {% endif %}
     cfg, state = run.cfg, run.state
-    metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    metrics = evaluate(run, "val", run.val_loader, run.val_batches)
     run.progress.print(
         f"step {state.step} | validation | "
         + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -2113,14 +2069,14 @@ def finish(run: Run) -> None:
     if best_path.exists() and not cfg.fast_dev_run:
         run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
 {% endif %}
-    val_metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    val_metrics = evaluate(run, "val", run.val_loader, run.val_batches)
 {% if ddp %}
     test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
 {% else %}
     test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
 {% endif %}
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = evaluate_split(run, "test", test_loader, test_batches)
+    test_metrics = evaluate(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
     run.progress.print(
         "final (best checkpoint) | "

@@ -792,49 +792,6 @@ def snapshot_code(run_dir: Path) -> str:
 
 
 # -----------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    max_batches: int,
-    device: torch.device,
-    autocast,
-    world: Dist,
-) -> dict[str, float]:
-    """Mean of each metric over the samples seen (by all ranks), in eval mode.
-
-    Metrics are summed as value x batch size with the sample count, then divided:
-    a mean of per-rank means would weight a rank's short last batch wrongly.
-    """
-    was_training = model.training
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    count = torch.zeros((), device=device)
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        batch = move_to(batch, device)
-        n = batch_len(batch)
-        with autocast:
-            result = compute_loss(model, batch)
-        _, metrics = checked_loss(result)
-        for name, value in metrics.items():
-            sums[name] = sums.get(name, 0) + value.detach().float() * n
-        count += n
-    model.train(was_training)
-    names = sorted(sums)
-    totals = torch.stack([sums[k] for k in names] + [count])
-    if world.world_size > 1:
-        # every rank reaches this collective: evaluation has no early exits
-        dist.all_reduce(totals)
-    totals = totals.tolist()
-    return {name: total / max(totals[-1], 1) for name, total in zip(names, totals)}
-
-
-# -----------------------------------------------------------------------------
 # signals: the handlers only note a request; the loop acts on it between steps
 
 
@@ -1144,7 +1101,7 @@ def sanity_check(run: Run) -> None:
     stream is untouched.
     """
     cfg = run.cfg
-    sanity = evaluate_split(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    sanity = evaluate(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and not run.resumed:
         run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
@@ -1344,19 +1301,38 @@ def end_epoch(run: Run, epoch: int) -> None:
     run.meter.untimed += time.perf_counter() - t0
 
 
-def evaluate_split(
-    run: Run, split: str, loader: DataLoader, max_batches: int
-) -> dict[str, float]:
-    """evaluate() on one split, the metrics' names prefixed with it (val_loss)."""
-    metrics = evaluate(
-        run.raw_model,
-        loader,
-        max_batches,
-        run.device,
-        run.autocast,
-        run.world,
-    )
-    return {f"{split}_{name}": value for name, value in metrics.items()}
+@torch.no_grad()
+def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict:
+    """The mean of each metric over the samples seen by all ranks, in eval mode,
+    named after the split (val_loss).
+
+    Metrics are summed as value x batch size with the sample count, then divided:
+    a mean of per-rank means would weight a rank's short last batch wrongly.
+    """
+    model, device = run.raw_model, run.device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device)
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        batch = move_to(batch, device)
+        n = batch_len(batch)
+        with run.autocast:
+            result = compute_loss(model, batch)
+        _, metrics = checked_loss(result)
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0) + value.detach().float() * n
+        count += n
+    model.train(was_training)
+    names = sorted(sums)
+    totals = torch.stack([sums[k] for k in names] + [count])
+    if run.world.world_size > 1:
+        # every rank reaches this collective: evaluation has no early exits
+        dist.all_reduce(totals)
+    *totals, seen = totals.tolist()
+    return {f"{split}_{k}": total / max(seen, 1) for k, total in zip(names, totals)}
 
 
 def validate(run: Run) -> None:
@@ -1365,7 +1341,7 @@ def validate(run: Run) -> None:
     Every rank calls it: evaluation all-reduces, and saving best.pt gathers.
     """
     cfg, state = run.cfg, run.state
-    metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    metrics = evaluate(run, "val", run.val_loader, run.val_batches)
     run.progress.print(
         f"step {state.step} | validation | "
         + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -1413,10 +1389,10 @@ def finish(run: Run) -> None:
     if run.world.world_size > 1:
         for tensor in run.raw_model.state_dict().values():
             dist.broadcast(tensor, src=0)  # every rank, in the same order
-    val_metrics = evaluate_split(run, "val", run.val_loader, run.val_batches)
+    val_metrics = evaluate(run, "val", run.val_loader, run.val_batches)
     test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = evaluate_split(run, "test", test_loader, test_batches)
+    test_metrics = evaluate(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
     run.progress.print(
         "final (best checkpoint) | "
