@@ -180,11 +180,7 @@ class Config:
     resume: str = option(
         "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
     )
-{% if ddp %}
-    seed: int = option(1337, "seeds model init, shuffling and every rank's RNG")
-{% else %}
-    seed: int = option(1337, "seeds model init, shuffling and dropout")
-{% endif %}
+    seed: int = option(1337, "seeds model init, shuffling and {% if ddp %}every rank's RNG{% else %}dropout{% endif %}")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     tf32: bool = option(
