@@ -49,11 +49,12 @@ loss.backward({{ backward_args }})
 run.meter.add(metrics)
 {% endmacro %}
 {% macro apply_gradients(optimizer, scaler, params, norm_key, where) %}
-{% if amp and clip %}
+{% if amp %}
+{% if clip %}
 # unscale first so that clipping and norms see the true gradients
-{{ scaler }}.unscale_({{ optimizer }})
-{% elif amp %}
+{% else %}
 # unscale first so that the gradients are the true ones from here on
+{% endif %}
 {{ scaler }}.unscale_({{ optimizer }})
 {% endif %}
 {% if debug %}
