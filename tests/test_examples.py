@@ -22,18 +22,15 @@ from helpers import config_options
 from typer.testing import CliRunner
 
 from scaffold.cli import app
-from scaffold.examples import (
-    REGENERATE_COMMAND,
-    check_examples,
+from scaffold.explanations import EXPLANATIONS
+from scaffold.feature_diff import (
     colorize_diff,
-    example_sets,
     feature_diff,
-    read_tree,
     render_example,
     unified_diff,
 )
-from scaffold.explanations import EXPLANATIONS
 from scaffold.features import feature_names
+from tools.examples import REGENERATE_COMMAND, check_examples, example_sets, read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "generated_examples"
@@ -198,7 +195,7 @@ def test_regenerating_a_current_copy_changes_no_byte_and_drops_stale_files(tmp_p
     (copy / "base" / "obsolete.py").write_text("x = 1\n")
     (copy / "diffs" / "gone-feature.diff").write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "scaffold.examples", "--output", str(copy)],
+        [sys.executable, str(ROOT / "tools" / "examples.py"), "--output", str(copy)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -217,7 +214,7 @@ def test_check_mode_fails_with_a_diff_and_the_command(tmp_path):
     (copy / "diffs" / "clip.diff").unlink()
     (copy / "stale.txt").write_text("left over\n")
     result = subprocess.run(
-        [sys.executable, "-m", "scaffold.examples", "--check", "--output", str(copy)],
+        [sys.executable, str(ROOT / "tools" / "examples.py"), "--check", "--output", str(copy)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 1
@@ -374,7 +371,7 @@ LAUNCHER_OPTIONS = {
 }
 SCAFFOLD_OPTIONS = {
     "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
-    "--check", "--output",  # python -m scaffold.examples
+    "--check", "--output",  # python tools/examples.py
 }
 
 

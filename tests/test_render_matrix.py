@@ -26,11 +26,11 @@ import pyflakes.checker
 import pytest
 from helpers import config_options, reaches_the_script
 
-from scaffold.examples import example_sets
 from scaffold.features import FEATURES
 from scaffold.generate import build_project
 from scaffold.render import render_project
 from scaffold.spec import ProjectSpec
+from tools.examples import example_sets
 
 LINE_LENGTH = 88  # black's default, which the generated projects use
 N = len(FEATURES)
