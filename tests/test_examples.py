@@ -22,7 +22,7 @@ from helpers import config_options
 from typer.testing import CliRunner
 
 from scaffold.cli import app
-from scaffold.explanations import EXPLANATIONS
+from scaffold.explanations import load_explanations
 from scaffold.feature_diff import (
     colorize_diff,
     feature_diff,
@@ -165,7 +165,7 @@ def test_the_applier_round_trips_edge_cases():
 def test_generated_examples_are_current():
     report = check_examples(EXAMPLES)
     assert not report, (
-        "generated_examples/ is stale (templates or scaffold/explanations.py "
+        "generated_examples/ is stale (templates or their explanation.md files "
         f"changed). Regenerate it with:\n\n    {REGENERATE_COMMAND}\n\n"
         f"and commit the result. The difference:\n\n{truncated(report)}"
     )
@@ -237,7 +237,7 @@ def words(text: str) -> str:
 def test_explain_prints_the_explanation_and_the_live_diff(feature):
     result = runner.invoke(app, ["explain", feature])
     assert result.exit_code == 0, result.output
-    explanation = EXPLANATIONS[feature]
+    explanation = load_explanations()[feature]
     flat = words(result.stdout)
     assert explanation.title in result.stdout
     assert words(explanation.problem) in flat
@@ -320,7 +320,7 @@ def test_explain_an_unknown_feature_is_a_one_line_error():
 
 
 def test_every_feature_has_an_explanation():
-    assert list(EXPLANATIONS) == FEATURES
+    assert list(load_explanations()) == FEATURES
 
 
 def config_fields(train_py: str) -> set[str]:
@@ -337,7 +337,7 @@ def config_fields(train_py: str) -> set[str]:
 
 @pytest.mark.parametrize("feature", FEATURES)
 def test_explanations_name_code_and_options_that_exist(feature):
-    explanation = EXPLANATIONS[feature]
+    explanation = load_explanations()[feature]
     base = render_example(example_sets()["base"])
     files = render_example(example_sets()[feature])
     for location in explanation.where:
