@@ -141,14 +141,12 @@ EOF
     "$PY" -m pip install -q --no-deps --no-build-isolation -e . ||
         echo "editable install failed; using the working tree through PYTHONPATH"
     rm -f "$constraint"
-    # what tests/gpu cannot do without; black renders only pieces missing from
-    # templates/formatted-pieces.txt, so it is wanted, not needed
+    # what tests/gpu cannot do without (black is only for the test suite's
+    # formatting checks: generating a project never runs it)
     "$PY" -c "import jinja2, pytest" || {
         echo "gpu_check: jinja2 and pytest are needed; carry their wheels in .whl/"
         return 1
     }
-    "$PY" -c "import black" 2>/dev/null ||
-        echo "warning: black is not installed (needed only if formatted-pieces.txt is stale)"
     "$PY" -c "import scaffold, sys; print('scaffold from', scaffold.__file__)"
 }
 

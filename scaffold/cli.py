@@ -315,8 +315,8 @@ def explain_command(
     The diff is rendered from the installed templates; it is coloured on a
     terminal and plain when piped.
     """
-    from scaffold.examples import colorize_diff, feature_diff  # lazy: renders
     from scaffold.explanations import explanation_text
+    from scaffold.feature_diff import colorize_diff, feature_diff  # lazy: renders
 
     with run_command():
         text = explanation_text(feature)

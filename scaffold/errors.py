@@ -24,6 +24,10 @@ class RenderError(ScaffoldError):
     """Raised when the templates produce a file that is not valid Python."""
 
 
+class ExplanationError(ScaffoldError):
+    """Raised when a feature's explanation.md is missing or malformed."""
+
+
 class ProjectError(ScaffoldError):
     """Raised when a directory is not a scaffold project or its record is damaged."""
 

@@ -5,16 +5,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from scaffold.atomic import SCRIPT_SUFFIXES, write_atomic
 from scaffold.errors import TargetError
 
 
 def _write_tree(root: Path, files: dict[str, str]) -> None:
     for relative, text in sorted(files.items()):
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        if relative.endswith((".sbatch", ".sh")):
-            path.chmod(0o755)
+        executable = relative.endswith(SCRIPT_SUFFIXES)
+        write_atomic(root / relative, text.encode("utf-8"), executable)
 
 
 def check_target(target: Path, files: dict[str, str], force: bool) -> None:

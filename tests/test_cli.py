@@ -216,22 +216,27 @@ def test_unknown_option_is_an_error(tmp_path):
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    from scaffold import writer
+    from scaffold import atomic
     from scaffold.errors import TargetError
     from scaffold.project import create_project
 
-    real_write = Path.write_text
+    real_fdopen = os.fdopen
     calls = []
 
-    def failing_write(self, *args, **kwargs):
-        calls.append(self)
+    def failing_fdopen(fd, *args, **kwargs):
+        # the third file that scaffold writes fails halfway, as on a full disk
+        stream = real_fdopen(fd, *args, **kwargs)
+        calls.append(fd)
         if len(calls) == 3:
+            stream.write(b"half a file")
+            stream.close()
             raise OSError(28, "No space left on device")
-        return real_write(self, *args, **kwargs)
+        return stream
 
-    monkeypatch.setattr(writer.Path, "write_text", failing_write)
+    monkeypatch.setattr(atomic.os, "fdopen", failing_fdopen)
     with pytest.raises(TargetError, match="No space left"):
         create_project(tmp_path / "proj", set())
+    assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
 
 

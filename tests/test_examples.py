@@ -22,18 +22,15 @@ from helpers import config_options
 from typer.testing import CliRunner
 
 from scaffold.cli import app
-from scaffold.examples import (
-    REGENERATE_COMMAND,
-    check_examples,
+from scaffold.explanations import load_explanations
+from scaffold.feature_diff import (
     colorize_diff,
-    example_sets,
     feature_diff,
-    read_tree,
     render_example,
     unified_diff,
 )
-from scaffold.explanations import EXPLANATIONS
 from scaffold.features import feature_names
+from tools.examples import REGENERATE_COMMAND, check_examples, example_sets, read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "generated_examples"
@@ -168,7 +165,7 @@ def test_the_applier_round_trips_edge_cases():
 def test_generated_examples_are_current():
     report = check_examples(EXAMPLES)
     assert not report, (
-        "generated_examples/ is stale (templates or scaffold/explanations.py "
+        "generated_examples/ is stale (templates or their explanation.md files "
         f"changed). Regenerate it with:\n\n    {REGENERATE_COMMAND}\n\n"
         f"and commit the result. The difference:\n\n{truncated(report)}"
     )
@@ -198,7 +195,7 @@ def test_regenerating_a_current_copy_changes_no_byte_and_drops_stale_files(tmp_p
     (copy / "base" / "obsolete.py").write_text("x = 1\n")
     (copy / "diffs" / "gone-feature.diff").write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "scaffold.examples", "--output", str(copy)],
+        [sys.executable, str(ROOT / "tools" / "examples.py"), "--output", str(copy)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -217,7 +214,7 @@ def test_check_mode_fails_with_a_diff_and_the_command(tmp_path):
     (copy / "diffs" / "clip.diff").unlink()
     (copy / "stale.txt").write_text("left over\n")
     result = subprocess.run(
-        [sys.executable, "-m", "scaffold.examples", "--check", "--output", str(copy)],
+        [sys.executable, str(ROOT / "tools" / "examples.py"), "--check", "--output", str(copy)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 1
@@ -240,7 +237,7 @@ def words(text: str) -> str:
 def test_explain_prints_the_explanation_and_the_live_diff(feature):
     result = runner.invoke(app, ["explain", feature])
     assert result.exit_code == 0, result.output
-    explanation = EXPLANATIONS[feature]
+    explanation = load_explanations()[feature]
     flat = words(result.stdout)
     assert explanation.title in result.stdout
     assert words(explanation.problem) in flat
@@ -323,7 +320,7 @@ def test_explain_an_unknown_feature_is_a_one_line_error():
 
 
 def test_every_feature_has_an_explanation():
-    assert list(EXPLANATIONS) == FEATURES
+    assert list(load_explanations()) == FEATURES
 
 
 def config_fields(train_py: str) -> set[str]:
@@ -340,7 +337,7 @@ def config_fields(train_py: str) -> set[str]:
 
 @pytest.mark.parametrize("feature", FEATURES)
 def test_explanations_name_code_and_options_that_exist(feature):
-    explanation = EXPLANATIONS[feature]
+    explanation = load_explanations()[feature]
     base = render_example(example_sets()["base"])
     files = render_example(example_sets()[feature])
     for location in explanation.where:
@@ -374,7 +371,7 @@ LAUNCHER_OPTIONS = {
 }
 SCAFFOLD_OPTIONS = {
     "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
-    "--check", "--output",  # python -m scaffold.examples
+    "--check", "--output",  # python tools/examples.py
 }
 
 

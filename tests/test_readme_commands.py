@@ -8,7 +8,7 @@ escapes both.
 
 Where a block runs:
 - README.md: in a copy of this checkout, with PYTHONPATH pointing at the copy,
-  so that `python -m scaffold.examples` writes there and not here; except a
+  so that `python tools/examples.py` writes there and not here; except a
   block that runs train.py without making a project first, which runs in a copy
   of generated_examples/all/ (every feature).
 - generated_examples/README.md: a feature's block in a copy of that feature's
@@ -112,7 +112,7 @@ def block_cases() -> list:
 def copy_checkout(dest: Path) -> Path:
     """The files of this checkout that the README's commands use."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", "runs")
-    for name in ("scaffold", "templates", "generated_examples", "tests", "benchmarks", ".ci"):
+    for name in ("scaffold", "templates", "generated_examples", "tests", "benchmarks", "tools", ".ci"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore, symlinks=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)

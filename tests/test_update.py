@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import scaffold.render
-import scaffold.update
+import scaffold.update.plan
 from scaffold import __version__
 from scaffold.cli import app
 from scaffold.errors import InvalidSpecError
@@ -74,7 +74,7 @@ def cached_build(spec: ProjectSpec, template_dir: Path | None = None) -> dict[st
 
 @pytest.fixture(autouse=True)
 def _cache_renders(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scaffold.update, "build_project", cached_build)
+    monkeypatch.setattr(scaffold.update.plan, "build_project", cached_build)
 
 
 def spec(*features: str) -> ProjectSpec:

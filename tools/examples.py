@@ -1,18 +1,18 @@
-"""The committed reference renders in `generated_examples/`, and per-feature diffs.
+"""Maintainer tool: the committed reference renders in `generated_examples/`.
 
-    python -m scaffold.examples           # regenerate generated_examples/
-    python -m scaffold.examples --check   # exit 1, with a diff, if it is stale
+    python tools/examples.py           # regenerate generated_examples/
+    python tools/examples.py --check   # exit 1, with a diff, if it is stale
 
 `generated_examples/` holds the project `scaffold new demo` writes (`base/`), the
 base plus each single feature (`<feature>/`), `ddp-amp/` and every feature at once
 (`all/`), each with its `.scaffold/` record; `diffs/<feature>.diff` is exactly what
 that feature adds to the base; `README.md` is an index built from
-`scaffold.explanations`. Everything is rendered from the installed templates, so a
-template change shows up here as a reviewable diff.
+the explanations (templates/templates/*/explanation.md). Everything is rendered from the templates of this
+checkout, so a template change shows up here as a reviewable diff. Not part of the
+installed package: `scaffold explain` needs only scaffold.feature_diff.
 """
 
 import argparse
-import difflib
 import os
 import shutil
 import sys
@@ -20,25 +20,24 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from scaffold.explanations import EXPLANATIONS, Location
-from scaffold.features import FEATURES, FEATURES_BY_NAME
-from scaffold.manifest import RECORD_DIR
+CHECKOUT = Path(__file__).resolve().parent.parent
+if str(CHECKOUT) not in sys.path:  # run as a script: this checkout's scaffold
+    sys.path.insert(0, str(CHECKOUT))
 
-EXAMPLE_NAME = "demo"  # every example has this project name: renders differ by features
-REGENERATE_COMMAND = "python -m scaffold.examples"
+from scaffold.explanations import Location, load_explanations  # noqa: E402
+from scaffold.feature_diff import (  # noqa: E402
+    PROJECT_NAME,
+    feature_closure,
+    render_example,
+    unified_diff,
+)
+from scaffold.features import FEATURES  # noqa: E402
+from scaffold.manifest import RECORD_DIR  # noqa: E402
+
+EXAMPLE_NAME = PROJECT_NAME  # every example has this name: renders differ by features
+REGENERATE_COMMAND = "python tools/examples.py"
 # what running or testing an example may leave behind (all git-ignored)
 IGNORED_PARTS = {"__pycache__", ".pytest_cache", "runs"}
-
-
-def feature_closure(name: str) -> frozenset[str]:
-    """``name`` and everything it requires, transitively."""
-    chosen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current not in chosen:
-            chosen.add(current)
-            todo.extend(FEATURES_BY_NAME[current].requires)
-    return frozenset(chosen)
 
 
 def example_sets() -> dict[str, frozenset[str]]:
@@ -48,60 +47,6 @@ def example_sets() -> dict[str, frozenset[str]]:
     sets["ddp-amp"] = frozenset({"ddp", "amp"})
     sets["all"] = frozenset(feature.name for feature in FEATURES)
     return sets
-
-
-def render_example(features: frozenset[str]) -> dict[str, str]:
-    """The files of the example project with ``features`` (without `.scaffold/`)."""
-    from scaffold.generate import build_project
-    from scaffold.spec import ProjectSpec
-
-    return build_project(ProjectSpec.create(EXAMPLE_NAME, set(features)))
-
-
-def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
-    """A unified diff (`a/`, `b/` prefixes, /dev/null for added or removed files)
-    from the files ``old`` to the files ``new``, file by file in sorted order."""
-    chunks = []
-    for path in sorted(old.keys() | new.keys()):
-        before, after = old.get(path), new.get(path)
-        if before == after:
-            continue
-        lines = difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            (after or "").splitlines(keepends=True),
-            fromfile=f"a/{path}" if before is not None else "/dev/null",
-            tofile=f"b/{path}" if after is not None else "/dev/null",
-        )
-        for line in lines:
-            if not line.endswith("\n"):
-                line += "\n\\ No newline at end of file\n"
-            chunks.append(line)
-    return "".join(chunks)
-
-
-def feature_diff(name: str) -> str:
-    """What feature ``name`` adds to the base project, from the installed templates."""
-    base = render_example(frozenset())
-    return unified_diff(base, render_example(feature_closure(name)))
-
-
-ANSI = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
-ANSI_BOLD, ANSI_RESET = "\033[1m", "\033[0m"
-
-
-def colorize_diff(diff: str) -> str:
-    """The diff with ANSI colours: additions green, removals red, hunks cyan."""
-    out = []
-    for line in diff.splitlines(keepends=True):
-        body = line.rstrip("\n")
-        end = line[len(body) :]
-        if line.startswith(("+++ ", "--- ")):
-            out.append(f"{ANSI_BOLD}{body}{ANSI_RESET}{end}")
-        elif line[:1] in ANSI:
-            out.append(f"{ANSI[line[0]]}{body}{ANSI_RESET}{end}")
-        else:
-            out.append(line)
-    return "".join(out)
 
 
 # -----------------------------------------------------------------------------
@@ -128,12 +73,13 @@ def _where(location: Location, example: str) -> str:
 
 def examples_readme() -> str:
     """The index of generated_examples/, for a reader who knows PyTorch."""
+    explanations = load_explanations()
     lines = [
         "# Generated examples",
         "",
         (
-            f"<!-- Generated by `{REGENERATE_COMMAND}` from scaffold/explanations.py"
-            " and the templates; do not edit. -->"
+            f"<!-- Generated by `{REGENERATE_COMMAND}` from the templates and their"
+            " templates/*/explanation.md; do not edit. -->"
         ),
         "",
         _wrap(
@@ -172,11 +118,11 @@ def examples_readme() -> str:
         "",
     ]
     for feature in FEATURES:
-        title = EXPLANATIONS[feature.name].title
+        title = explanations[feature.name].title
         lines.append(f"- [`{feature.name}`](#{feature.name}): {title}")
     lines.append("")
     for feature in FEATURES:
-        explanation = EXPLANATIONS[feature.name]
+        explanation = explanations[feature.name]
         lines += [
             f"## {feature.name}",
             "",
@@ -330,16 +276,8 @@ def check_examples(out: Path) -> str:
 
 
 def default_output() -> Path:
-    """generated_examples/ of the source checkout this package runs from."""
-    checkout = Path(__file__).resolve().parent.parent
-    if (
-        not (checkout / "pyproject.toml").is_file()
-        or not (checkout / "templates").is_dir()
-    ):
-        raise SystemExit(
-            "error: scaffold is not running from its source checkout; pass --output DIR"
-        )
-    return checkout / "generated_examples"
+    """generated_examples/ of the checkout this tool belongs to."""
+    return CHECKOUT / "generated_examples"
 
 
 def main(argv: list[str] | None = None) -> int:

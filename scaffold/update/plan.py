@@ -1,41 +1,15 @@
-"""Bring an edited project up to date with the installed templates, losing nothing.
-
-Three versions of every generated file meet here:
-
-- base: the pristine render recorded in ``.scaffold/base/`` at the last new/update,
-- ours: the file on disk, as the user left it,
-- theirs: a fresh render of the (possibly changed) answers with today's templates.
-
-``plan_update`` decides what happens to each file and returns an ``UpdatePlan``;
-``scaffold diff``, ``check``, ``--dry-run`` and the real update all read that one
-plan, and ``apply_plan`` writes it (each file atomically, project files first and
-the record last, so an interrupted update is redone by the next one, not lost).
-
-Conflicts: a file whose merge left conflict markers (or whose new version had to
-be written beside it as ``<path>.scaffold-new``) keeps its old base, and the
-render it conflicted with is recorded in ``.scaffold/conflicts/<path>``. While the
-markers (or the ``.scaffold-new`` file) are there, later updates leave the file
-alone and report it. Once they are gone, the user's resolution was made against
-that recorded render, so it becomes the file's base: a second update after the
-resolution merges cleanly instead of raising the same conflict again.
-"""
+"""The plan of an update: what happens to each generated file, decided without
+writing anything (see scaffold.update for the three versions of a file and how
+conflicts are recorded)."""
 
 import difflib
-import os
-import subprocess
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from scaffold import __version__
-from scaffold.errors import (
-    DirtyTreeError,
-    InvalidSpecError,
-    MergeConflictError,
-    ProjectError,
-)
+from scaffold.errors import InvalidSpecError, MergeConflictError, ProjectError
 from scaffold.generate import build_project
 from scaffold.manifest import (
     ANSWERS_FILE,
@@ -429,113 +403,3 @@ def plan_features(
         )
     features = (set(spec.features) | set(adding)) - set(removing)
     return plan_update(project_dir, features, template_dir)
-
-
-def dirty_paths(project_dir: Path) -> set[str] | None:
-    """Paths under ``project_dir`` with uncommitted git changes; None outside git."""
-
-    def git(*args: str) -> subprocess.CompletedProcess[bytes] | None:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=project_dir, capture_output=True, check=False
-            )
-        except OSError:  # no git installed: nothing to protect
-            return None
-
-    prefix = git("rev-parse", "--show-prefix")
-    if prefix is None or prefix.returncode != 0:
-        return None
-    status = git("status", "--porcelain", "-z", "--untracked-files=all", "--", ".")
-    if status is None or status.returncode != 0:
-        return None
-    root = prefix.stdout.decode().strip()
-    entries = iter(status.stdout.decode("utf-8", "surrogateescape").split("\0"))
-    dirty = set()
-    for entry in entries:
-        if not entry:
-            continue
-        code, path = entry[:2], entry[3:]
-        paths = [path]
-        if "R" in code or "C" in code:  # a rename's next entry is its old path
-            paths.append(next(entries, ""))
-        dirty.update(p[len(root) :] for p in paths if p.startswith(root))
-    return dirty
-
-
-def check_clean(plan: UpdatePlan, allow_dirty: bool = False) -> None:
-    """Refuse to touch files with uncommitted git changes, unless ``allow_dirty``.
-
-    Only the files the update would write count: uncommitted work elsewhere is no
-    reason to refuse, and the ``.scaffold/`` record may differ from the last
-    commit after a conflict (the resolved conflict is recorded by the next update).
-    """
-    if allow_dirty:
-        return
-    dirty = dirty_paths(plan.project_dir)
-    if not dirty:
-        return
-    touched = sorted(dirty & set(plan.touched_paths()))
-    if touched:
-        shown = ", ".join(touched[:5]) + (", ..." if len(touched) > 5 else "")
-        raise DirtyTreeError(
-            f"{plan.project_dir} has uncommitted changes in files the update would "
-            f"touch ({shown}); commit them first, or pass --allow-dirty"
-        )
-
-
-def _new_file_mode(path: str) -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    mode = 0o777 if path.endswith((".sbatch", ".sh")) else 0o666
-    return mode & ~umask
-
-
-def _write_atomic(path: Path, data: bytes, relative: str) -> None:
-    """Replace ``path`` with ``data`` in one step, keeping an existing file's mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode(relative)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _remove(path: Path, root: Path) -> None:
-    """Delete ``path`` and the directories it leaves empty, up to ``root``."""
-    path.unlink(missing_ok=True)
-    parent = path.parent
-    while parent != root and parent.is_dir() and not any(parent.iterdir()):
-        parent.rmdir()
-        parent = parent.parent
-
-
-def apply_plan(plan: UpdatePlan) -> None:
-    """Write the plan: project files first, then the ``.scaffold/`` record."""
-    root = plan.project_dir
-    writes = [(change.target, change.after) for change in plan.writes]
-    # answers.json last: it says which answers the rest of the record belongs to
-    writes += sorted(
-        plan.records.items(), key=lambda item: item[0].endswith(ANSWERS_FILE)
-    )
-    try:
-        for relative, data in writes:
-            if data is None:
-                _remove(root / relative, root)
-            else:
-                _write_atomic(root / relative, data, relative)
-    except OSError as exc:
-        raise ProjectError(f"cannot update {root}: {exc}") from exc
-
-
-def execute_plan(
-    plan: UpdatePlan, *, dry_run: bool = False, allow_dirty: bool = False
-) -> None:
-    """Check the preconditions, then apply the plan unless ``dry_run``."""
-    check_clean(plan, allow_dirty)
-    if not dry_run:
-        apply_plan(plan)

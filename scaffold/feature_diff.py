@@ -1,0 +1,79 @@
+"""What one feature adds to the base project, as a unified diff.
+
+`scaffold explain FEATURE` shows it: both projects are rendered from the
+installed templates under the same name, so the diff holds only the feature's
+code. (generated_examples/diffs/ holds the same diffs, written by
+tools/examples.py.)
+"""
+
+import difflib
+
+from scaffold.features import FEATURES_BY_NAME
+
+PROJECT_NAME = "demo"  # both renders have this name: they differ by features only
+
+
+def feature_closure(name: str) -> frozenset[str]:
+    """``name`` and everything it requires, transitively."""
+    chosen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in chosen:
+            chosen.add(current)
+            todo.extend(FEATURES_BY_NAME[current].requires)
+    return frozenset(chosen)
+
+
+def render_example(features: frozenset[str]) -> dict[str, str]:
+    """The files of the project named PROJECT_NAME with ``features`` (without
+    its `.scaffold/` record)."""
+    from scaffold.generate import build_project
+    from scaffold.spec import ProjectSpec
+
+    return build_project(ProjectSpec.create(PROJECT_NAME, set(features)))
+
+
+def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
+    """A unified diff (`a/`, `b/` prefixes, /dev/null for added or removed files)
+    from the files ``old`` to the files ``new``, file by file in sorted order."""
+    chunks = []
+    for path in sorted(old.keys() | new.keys()):
+        before, after = old.get(path), new.get(path)
+        if before == after:
+            continue
+        lines = difflib.unified_diff(
+            (before or "").splitlines(keepends=True),
+            (after or "").splitlines(keepends=True),
+            fromfile=f"a/{path}" if before is not None else "/dev/null",
+            tofile=f"b/{path}" if after is not None else "/dev/null",
+        )
+        for line in lines:
+            if not line.endswith("\n"):
+                line += "\n\\ No newline at end of file\n"
+            chunks.append(line)
+    return "".join(chunks)
+
+
+def feature_diff(name: str) -> str:
+    """What feature ``name`` adds to the base project, from the installed templates."""
+    base = render_example(frozenset())
+    return unified_diff(base, render_example(feature_closure(name)))
+
+
+ANSI = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
+ANSI_BOLD, ANSI_RESET = "\033[1m", "\033[0m"
+
+
+def colorize_diff(diff: str) -> str:
+    """The diff with ANSI colours: additions green, removals red, hunks cyan."""
+    out = []
+    for line in diff.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        end = line[len(body) :]
+        if line.startswith(("+++ ", "--- ")):
+            out.append(f"{ANSI_BOLD}{body}{ANSI_RESET}{end}")
+        elif line[:1] in ANSI:
+            out.append(f"{ANSI[line[0]]}{body}{ANSI_RESET}{end}")
+        else:
+            out.append(line)
+    return "".join(out)

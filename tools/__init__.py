@@ -1,0 +1,1 @@
+"""Maintainer tools of this checkout (not part of the installed package)."""
