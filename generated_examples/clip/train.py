@@ -52,15 +52,11 @@ class Config:
         "runs/demo",
         "checkpoints, metrics.csv, config.json, summary.json go here",
     )
-    resume: str = option(
-        "", "checkpoint path to resume from, or 'auto' = newest valid one in run_dir"
-    )
+    resume: str = option("", "checkpoint to resume from; 'auto': newest in run_dir")
     seed: int = option(1337, "seeds model init, shuffling and dropout")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
-    tf32: bool = option(
-        True, "CUDA: float32 matmuls and convolutions on TF32 tensor cores (--no-tf32)"
-    )
+    tf32: bool = option(True, "CUDA: float32 matmuls on TF32 tensor cores")
     # length of training: whichever limit comes first ends it
     max_epochs: int = option(8, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
@@ -80,17 +76,11 @@ class Config:
         0.0, "clip each gradient element to +-this instead of by norm (0: off)"
     )
     # checkpoints
-    ckpt_every: int = option(
-        500, "also keep a step_N.pt checkpoint every N optimizer steps (0: off)"
-    )
-    keep_last: int = option(
-        3, "how many step_N.pt checkpoints to keep (last.pt and best.pt always kept)"
-    )
+    ckpt_every: int = option(500, "keep step_N.pt every N optimizer steps (0: off)")
+    keep_last: int = option(3, "step_N.pt files kept (last.pt and best.pt always)")
     # val_loss: every model has it (the demo's val_acc is worth a look too)
     monitor_metric: str = option("val_loss", "validation metric that picks best.pt")
-    monitor_mode: str = option(
-        "min", "min | max: which direction of the monitored metric is better"
-    )
+    monitor_mode: str = option("min", "min | max: is a lower or higher value better")
     # validation and test
     val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
     val_check_interval: float = option(
@@ -98,9 +88,7 @@ class Config:
         "also validate inside an epoch: a fraction of it (<1) "
         "or every N optimizer steps (>1)",
     )
-    sanity_val_steps: int = option(
-        2, "validation batches run before training to catch bugs early (0: off)"
-    )
+    sanity_val_steps: int = option(2, "validation batches before training (0: off)")
     limit_train_batches: float = option(
         1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch"
     )
@@ -111,12 +99,8 @@ class Config:
         1.0, "fraction (<=1.0) or number (>1) of test batches"
     )
     # debugging
-    fast_dev_run: bool = option(
-        False, "run 2 train, val and test batches; write nothing"
-    )
-    overfit_batches: int = option(
-        0, "train (and validate) on the first N batches only; loss should go to ~0"
-    )
+    fast_dev_run: bool = option(False, "2 train, val and test batches; write nothing")
+    overfit_batches: int = option(0, "train and validate on the first N batches only")
     # logging
     log_every: int = option(50, "print/log training metrics every N optimizer steps")
     num_workers: int = option(0, "DataLoader worker processes")
@@ -163,32 +147,21 @@ def parse_config(argv=None) -> Config:
             )
     cfg = Config(**vars(parser.parse_args(argv)))
     problems = []
-    if cfg.max_epochs < 1:
-        problems.append("--max-epochs must be >= 1")
     if cfg.max_steps < -1 or cfg.max_steps == 0:
         problems.append("--max-steps must be positive (or -1 for no limit)")
-    for name in ("batch_size", "log_every", "val_every_epochs"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    for name in (
-        "min_epochs",
-        "warmup_steps",
-        "ckpt_every",
-        "keep_last",
-        "sanity_val_steps",
-        "overfit_batches",
-        "num_workers",
+    at_least_1 = "max_epochs batch_size log_every val_every_epochs"
+    at_least_0 = "min_epochs warmup_steps ckpt_every keep_last sanity_val_steps"
+    at_least_0 += " overfit_batches num_workers"
+    positive = "limit_train_batches limit_val_batches limit_test_batches"
+    positive += " val_check_interval"
+    for names, bad, rule in (
+        (at_least_1, lambda v: v < 1, ">= 1"),
+        (at_least_0, lambda v: v < 0, ">= 0"),
+        (positive, lambda v: v <= 0, "> 0"),
     ):
-        if getattr(cfg, name) < 0:
-            problems.append(f"--{name.replace('_', '-')} must be >= 0")
-    for name in (
-        "limit_train_batches",
-        "limit_val_batches",
-        "limit_test_batches",
-        "val_check_interval",
-    ):
-        if getattr(cfg, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be > 0")
+        for name in names.split():
+            if bad(getattr(cfg, name)):
+                problems.append(f"--{name.replace('_', '-')} must be {rule}")
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.monitor_mode not in ("min", "max"):
@@ -637,22 +610,16 @@ def model_summary(model: torch.nn.Module) -> str:
 def snapshot_code(run_dir: Path) -> str:
     """Save the git commit and uncommitted diff of this project; say what was saved."""
     here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(done.stderr)
+        return done.stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        diff = subprocess.run(
-            ["git", "diff", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
+        commit, diff = git("rev-parse", "HEAD").strip(), git("diff", "HEAD")
+    except OSError:  # no git, not a work tree, or no commit yet
         return "code snapshot: not a git work tree (or no commit yet); nothing saved"
     (run_dir / "git_commit.txt").write_text(commit + "\n")
     (run_dir / "git_diff.patch").write_text(diff)
