@@ -66,6 +66,10 @@ FEATURES: tuple[Feature, ...] = (
         "multi-optim",
         "Several optimizers stepping at their own intervals (GANs); a GAN demo.",
     ),
+    Feature(
+        "ema",
+        "An exponential moving average of the weights, validated beside them.",
+    ),
 )
 
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

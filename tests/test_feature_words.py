@@ -28,6 +28,7 @@ WORDS = {
     "tensorboard": ["tensorboard", "SummaryWriter"],
     "debug": ["non-finite gradient", "nonfinite", "layer_grad_norms", "module shapes", "on_nonfinite"],
     "multi-optim": [r"\boptimizers\b", "build_optimizers", "discriminator", r"\bGAN\b", "every_n_steps"],
+    "ema": [r"\bema\b", "moving average", "weight averaging"],
 }
 
 

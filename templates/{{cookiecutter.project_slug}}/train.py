@@ -1,4 +1,5 @@
 {% set ddp = cookiecutter.ddp == "y" %}
+{% set ema = cookiecutter.ema == "y" %}
 {% set amp = cookiecutter.amp == "y" %}
 {% set clip = cookiecutter.clip == "y" %}
 {% set accumulate = cookiecutter.accumulate == "y" %}
@@ -21,6 +22,9 @@
 {% import "tensorboard/train.py.jinja" as tensorboard_code with context %}
 {% import "multi-optim/train.py.jinja" as multi_optim_code with context %}
 {% import "ddp/train.py.jinja" as ddp_code with context %}
+{% import "ema/train.py.jinja" as ema_code with context %}
+{# with --ema, validation and test go through evaluate_with_ema #}
+{% set evaluate = "evaluate_with_ema" if ema else "evaluate" %}
 {% macro forward_backward_body(args, loss_name, scaler, backward_args) %}
 {% if amp %}
 with run.autocast:
@@ -130,11 +134,12 @@ import signal
 import subprocess
 import sys
 import time
-{% if multi_optim and ddp %}
-from contextlib import ExitStack{% if amp %}, nullcontext{% endif %}
-
-{% elif amp or (ddp and accumulate) %}
-from contextlib import nullcontext
+{% set contextlib_names = [] %}
+{% if ema %}{% set _ = contextlib_names.append("contextmanager") %}{% endif %}
+{% if multi_optim and ddp %}{% set _ = contextlib_names.append("ExitStack") %}{% endif %}
+{% if amp or (ddp and accumulate and not multi_optim) %}{% set _ = contextlib_names.append("nullcontext") %}{% endif %}
+{% if contextlib_names %}
+from contextlib import {{ contextlib_names | join(", ") }}
 {% endif %}
 from dataclasses import dataclass, field
 {% if ddp %}
@@ -237,6 +242,9 @@ class Config:
 {% endif %}
 {% if compile %}
 {{ compile_code.config() }}{# compile/train.py.jinja #}
+{% endif %}
+{% if ema %}
+{{ ema_code.config() }}{# ema/train.py.jinja #}
 {% endif %}
     # checkpoints
     ckpt_every: int = option(500, "keep step_N.pt every N {{ steps }} (0: off)")
@@ -387,6 +395,9 @@ def parse_config(argv=None) -> Config:
 {% endif %}
 {% if debug %}
 {{ debug_code.checks() }}{# debug/train.py.jinja #}
+{% endif %}
+{% if ema %}
+{{ ema_code.checks() }}{# ema/train.py.jinja #}
 {% endif %}
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
@@ -761,11 +772,24 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
         path.unlink()
 
 
+{% if ema %}
+def load_model(
+    path: str | os.PathLike, device: str = "cpu", ema: bool = False
+) -> torch.nn.Module:
+    """Rebuild the trained model from a checkpoint, for inference; ema=True: with
+    the averaged weights (of --ema-of's sub-model, if the run named one)."""
+    checkpoint = load_checkpoint(Path(path))
+    cfg = Config(**checkpoint["config"])
+    model = build_model(cfg)
+    model.load_state_dict(checkpoint["model"])
+{{ ema_code.load_model() }}{# ema/train.py.jinja #}
+{% else %}
 def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     """Rebuild the trained model from a checkpoint, for inference."""
     checkpoint = load_checkpoint(Path(path))
     model = build_model(Config(**checkpoint["config"]))
     model.load_state_dict(checkpoint["model"])
+{% endif %}
     return model.to(device).eval()
 
 
@@ -943,6 +967,9 @@ def snapshot_code(run_dir: Path) -> str:
 {% if debug %}
 {{ debug_code.functions() }}{# debug/train.py.jinja #}
 {% endif %}
+{% if ema %}
+{{ ema_code.functions() }}{# ema/train.py.jinja #}
+{% endif %}
 # -----------------------------------------------------------------------------
 # signals: the handlers only note a request; the loop acts on it between steps
 
@@ -1090,6 +1117,9 @@ class Run:
 {% if compile %}
     drop_last: bool  # the training loader drops an epoch's short last batch
 {% endif %}
+{% if ema %}
+    ema: EMA  # the average of the weights (of --ema-of's sub-model if given)
+{% endif %}
     state: TrainState
     resumed: bool = False
     stopping: bool = False  # the last step is done{% if early_stopping %} (or early stopping decided){% endif %}
@@ -1211,6 +1241,9 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 {% endif %}
 {% if amp %}
 {{ amp_code.set_up() }}{# amp/train.py.jinja #}
+{% endif %}
+{% if ema %}
+{{ ema_code.set_up() }}{# ema/train.py.jinja #}
 {% endif %}
 
     if cfg.overfit_batches:
@@ -1371,6 +1404,9 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 {% if compile %}
         drop_last=drop_last,
 {% endif %}
+{% if ema %}
+        ema=ema,
+{% endif %}
 {% if multi_optim %}
         state=TrainState(optimizer_steps=dict.fromkeys(optimizers, 0)),
 {% else %}
@@ -1416,6 +1452,9 @@ def resume(run: Run) -> None:
 {% if amp %}
     run.scaler.load_state_dict(checkpoint["scaler"])
 {% endif %}
+{% endif %}
+{% if ema %}
+{{ ema_code.resume() }}{# ema/train.py.jinja #}
 {% endif %}
     run.state = TrainState(**checkpoint["train_state"])
     run.resumed = True
@@ -1502,7 +1541,7 @@ def sanity_check(run: Run) -> None:
     stream is untouched.
     """
     cfg = run.cfg
-    sanity = evaluate(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    sanity = {{ evaluate }}(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and not run.resumed:
         run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
@@ -1557,6 +1596,9 @@ def train_epoch(run: Run) -> int | None:
             continue  # inside a window of micro-batches
 {% else %}
         train_step(run, i, batch)
+{% endif %}
+{% if ema %}
+{{ ema_code.step() }}{# ema/train.py.jinja #}
 {% endif %}
         if state.step % cfg.log_every == 0 or run.stopping:
             log_training(run, epoch){% if ddp %}  # every rank{% endif %}
@@ -1957,7 +1999,7 @@ def validate(run: Run) -> None:
     """Validate; log it and keep best.pt."""
 {% endif %}
     cfg, state = run.cfg, run.state
-    metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+    metrics = {{ evaluate }}(run, "val", run.val_loader, run.val_batches)
     run.progress.print(
         f"step {state.step} | validation | "
         + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -2010,6 +2052,9 @@ def save_checkpoint(run: Run, name: str) -> None:
         "step": state.step,
         "epoch": state.epoch,
         "rng": rng,
+{% if ema %}
+{{ ema_code.checkpoint() }}{# ema/train.py.jinja #}
+{% endif %}
         "config": dataclasses.asdict(run.cfg),
     }
     atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
@@ -2019,7 +2064,9 @@ def finish(run: Run) -> None:
     """Validate and test the best checkpoint; write summary.json."""
     cfg, state = run.cfg, run.state
     best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
-{% if ddp %}
+{% if ema %}
+{{ ema_code.finish() }}{# ema/train.py.jinja #}
+{% elif ddp %}
     # rank 0 wrote best.pt and reads it: on other nodes the run directory may be
     # a stale copy, or not shared at all; the other ranks get its weights
     if run.world.is_main and best_path.exists() and not cfg.fast_dev_run:
@@ -2031,14 +2078,14 @@ def finish(run: Run) -> None:
     if best_path.exists() and not cfg.fast_dev_run:
         run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
 {% endif %}
-    val_metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+    val_metrics = {{ evaluate }}(run, "val", run.val_loader, run.val_batches)
 {% if ddp %}
     test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
 {% else %}
     test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
 {% endif %}
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = evaluate(run, "test", test_loader, test_batches)
+    test_metrics = {{ evaluate }}(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
     run.progress.print(
         "final (best checkpoint) | "
@@ -2064,6 +2111,9 @@ def finish(run: Run) -> None:
 {% endif %}
 
 
+{% if ema %}
+{{ ema_code.evaluation() }}{# ema/train.py.jinja #}
+{% endif %}
 {% if tensorboard %}
 {{ tensorboard_code.functions() }}{# tensorboard/train.py.jinja #}
 {% endif %}

@@ -45,7 +45,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import contextmanager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -127,6 +127,16 @@ class Config:
     compile_mode: str = option(
         "default", "torch.compile mode: default | reduce-overhead | max-autotune"
     )
+    ema_decay: float = option(0.999, "weight of the old average at each update")
+    ema_warmup: bool = option(
+        True, "ramp the decay up from 0 over the first updates (--no-ema-warmup)"
+    )
+    ema_every: int = option(1, "update the average every N training steps")
+    ema_on_cpu: bool = option(False, "keep the average in CPU memory, not the GPU's")
+    ema_eval: str = option(
+        "both", "both: val_loss and val_ema_loss side by side | ema: averaged only"
+    )
+    ema_of: str = option("generator", "the sub-model to average (its attribute)")
     # checkpoints
     ckpt_every: int = option(500, "keep step_N.pt every N training steps (0: off)")
     keep_last: int = option(3, "step_N.pt files kept (last.pt and best.pt always)")
@@ -257,6 +267,12 @@ def parse_config(argv=None) -> Config:
         problems.append(
             f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}"
         )
+    if not 0 <= cfg.ema_decay < 1:
+        problems.append("--ema-decay must be in [0, 1)")
+    if cfg.ema_every < 1:
+        problems.append("--ema-every must be >= 1")
+    if cfg.ema_eval not in ("both", "ema"):
+        problems.append(f"--ema-eval must be both or ema, not {cfg.ema_eval!r}")
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
     except RuntimeError:
@@ -712,11 +728,18 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
         path.unlink()
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
-    """Rebuild the trained model from a checkpoint, for inference."""
+def load_model(
+    path: str | os.PathLike, device: str = "cpu", ema: bool = False
+) -> torch.nn.Module:
+    """Rebuild the trained model from a checkpoint, for inference; ema=True: with
+    the averaged weights (of --ema-of's sub-model, if the run named one)."""
     checkpoint = load_checkpoint(Path(path))
-    model = build_model(Config(**checkpoint["config"]))
+    cfg = Config(**checkpoint["config"])
+    model = build_model(cfg)
     model.load_state_dict(checkpoint["model"])
+    if ema:
+        part = getattr(model, cfg.ema_of) if cfg.ema_of else model
+        part.load_state_dict(checkpoint["ema"])
     return model.to(device).eval()
 
 
@@ -934,6 +957,67 @@ def nonfinite_grads(model: torch.nn.Module) -> list[str]:
 
 
 # -----------------------------------------------------------------------------
+# the exponential moving average of the weights
+
+
+class EMA:
+    """An exponential moving average of a module's parameters, in float32.
+
+    Buffers (BatchNorm's running statistics) are copied, not averaged: an average
+    of running averages describes no model. The average is a plain state_dict of
+    the module, which is what checkpoints hold under "ema".
+    """
+
+    def __init__(self, module: torch.nn.Module, cfg: Config, device: torch.device):
+        self.module = module
+        self.decay, self.warmup = cfg.ema_decay, cfg.ema_warmup
+        self.device = torch.device("cpu") if cfg.ema_on_cpu else device
+        averaged = {name for name, _ in module.named_parameters()}
+        self.average = {}
+        for name, value in module.state_dict().items():
+            keep_dtype = name not in averaged or not value.is_floating_point()
+            dtype = value.dtype if keep_dtype else torch.float32
+            self.average[name] = value.detach().to(self.device, dtype, copy=True)
+        self.averaged = sorted(name for name in self.average if name in averaged)
+        self.copied = sorted(set(self.average) - set(self.averaged))
+
+    def decay_at(self, n: int) -> float:
+        """The decay of update n (0-based): with warm-up, min(decay, n / (n + 9)),
+        so the first update copies the weights and early ones forget the random
+        initialisation quickly."""
+        return min(self.decay, n / (n + 9)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, n: int) -> None:
+        """Update n (0-based): average = decay x average + (1 - decay) x weights."""
+        live = self.module.state_dict()
+        averages = [self.average[name] for name in self.averaged]
+        weights = [live[name].float().to(self.device) for name in self.averaged]
+        # one fused kernel for all parameters (what torch.optim uses for its own
+        # moving averages), not one launch per parameter
+        torch._foreach_lerp_(averages, weights, 1.0 - self.decay_at(n))
+        for name in self.copied:
+            self.average[name].copy_(live[name])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.average
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.average[name].copy_(value)
+
+    @contextmanager
+    def swapped_in(self):
+        """The averaged weights in the module, the trained ones back afterwards."""
+        trained = {k: v.clone() for k, v in self.module.state_dict().items()}
+        self.module.load_state_dict(self.average)
+        try:
+            yield
+        finally:
+            self.module.load_state_dict(trained)
+
+
+# -----------------------------------------------------------------------------
 # signals: the handlers only note a request; the loop acts on it between steps
 
 
@@ -1063,6 +1147,7 @@ class Run:
     total_steps: int
     val_interval: int  # also validate every N steps inside an epoch (0: never)
     drop_last: bool  # the training loader drops an epoch's short last batch
+    ema: EMA  # the average of the weights (of --ema-of's sub-model if given)
     state: TrainState
     resumed: bool = False
     stopping: bool = False  # the last step is done (or early stopping decided)
@@ -1158,6 +1243,11 @@ def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
         name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         for name in optimizers
     }
+    averaged = getattr(raw_model, cfg.ema_of, None) if cfg.ema_of else raw_model
+    if not isinstance(averaged, torch.nn.Module):
+        raise ContractError(f"--ema-of {cfg.ema_of}: the model has no such sub-model")
+    # of the plain module, not a wrapper: the same keys as "model" in checkpoints
+    ema = EMA(averaged, cfg, device)
 
     if cfg.overfit_batches:
         # the same few batches every epoch, for training and validation
@@ -1237,6 +1327,7 @@ def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
         total_steps=total_steps,
         val_interval=val_interval,
         drop_last=drop_last,
+        ema=ema,
         state=TrainState(optimizer_steps=dict.fromkeys(optimizers, 0)),
     )
 
@@ -1266,6 +1357,7 @@ def resume(run: Run) -> None:
         # its moments, its LRs and its initial_lr (the schedule's peak)
         o.optimizer.load_state_dict(checkpoint["optimizers"][name])
         run.scalers[name].load_state_dict(checkpoint["scalers"][name])
+    run.ema.load_state_dict(checkpoint["ema"])
     run.state = TrainState(**checkpoint["train_state"])
     run.resumed = True
     world = run.world
@@ -1332,7 +1424,7 @@ def sanity_check(run: Run) -> None:
     stream is untouched.
     """
     cfg = run.cfg
-    sanity = evaluate(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    sanity = evaluate_with_ema(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
     if cfg.sanity_val_steps and not run.resumed:
         run.progress.print(
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
@@ -1374,6 +1466,11 @@ def train_epoch(run: Run) -> int | None:
             print_module_shapes(run.raw_model, batch, list(run.optimizers))
         if not train_step(run, i, batch):
             continue  # inside a window of micro-batches
+        if state.step % cfg.ema_every == 0:
+            # update n is a function of the step (a resumed run continues the
+            # same warm-up); every rank has the same weights, hence the same
+            # average, with no communication
+            run.ema.update(state.step // cfg.ema_every - 1)
         if state.step % cfg.log_every == 0 or run.stopping:
             log_training(run, epoch)  # every rank
 
@@ -1660,7 +1757,7 @@ def validate(run: Run) -> None:
     Every rank calls it: evaluation all-reduces, and saving best.pt gathers.
     """
     cfg, state = run.cfg, run.state
-    metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+    metrics = evaluate_with_ema(run, "val", run.val_loader, run.val_batches)
     run.progress.print(
         f"step {state.step} | validation | "
         + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -1699,6 +1796,7 @@ def save_checkpoint(run: Run, name: str) -> None:
         "step": state.step,
         "epoch": state.epoch,
         "rng": rng,
+        "ema": run.ema.state_dict(),
         "config": dataclasses.asdict(run.cfg),
     }
     atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
@@ -1711,14 +1809,21 @@ def finish(run: Run) -> None:
     # rank 0 wrote best.pt and reads it: on other nodes the run directory may be
     # a stale copy, or not shared at all; the other ranks get its weights
     if run.world.is_main and best_path.exists() and not cfg.fast_dev_run:
-        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+        best = load_checkpoint(best_path)
+        run.raw_model.load_state_dict(best["model"])
+        run.ema.load_state_dict(best["ema"])
     if run.world.world_size > 1:
         for tensor in run.raw_model.state_dict().values():
             dist.broadcast(tensor, src=0)  # every rank, in the same order
-    val_metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+        # the average as one object from the CPU: it may live on the CPU
+        # (--ema-on-cpu), which nccl cannot broadcast from
+        average = [{k: v.cpu() for k, v in run.ema.state_dict().items()}]
+        dist.broadcast_object_list(average, src=0)  # every rank
+        run.ema.load_state_dict(average[0])
+    val_metrics = evaluate_with_ema(run, "val", run.val_loader, run.val_batches)
     test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
     test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
-    test_metrics = evaluate(run, "test", test_loader, test_batches)
+    test_metrics = evaluate_with_ema(run, "test", test_loader, test_batches)
     final = {**val_metrics, **test_metrics}
     run.progress.print(
         "final (best checkpoint) | "
@@ -1740,6 +1845,19 @@ def finish(run: Run) -> None:
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         if run.tb is not None:
             run.tb.close()
+
+
+def evaluate_with_ema(
+    run: Run, split: str, loader: DataLoader, max_batches: int
+) -> dict:
+    """evaluate() by --ema-eval: 'both', the trained and the averaged weights side
+    by side (val_loss, val_ema_loss); 'ema', the averaged ones only (val_loss)."""
+    both = run.cfg.ema_eval == "both"
+    with run.ema.swapped_in():
+        averaged = evaluate(run, f"{split}_ema" if both else split, loader, max_batches)
+    if not both:
+        return averaged
+    return {**evaluate(run, split, loader, max_batches), **averaged}
 
 
 def open_tensorboard(log_dir: Path, purge_step: int):
