@@ -16,7 +16,6 @@ import pytest
 from helpers import (
     assert_identical,
     ckpt,
-    load_checkpoint,
     read_metrics,
     read_summary,
     render,
