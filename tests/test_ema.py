@@ -57,8 +57,12 @@ def max_diff(a: dict, b: dict) -> float:
         # windows of 3 micro-batches: 6 optimizer steps per epoch, one update each
         (["ema", "accumulate"], ["--accumulate-steps", "3"], 6),
         (["ema"], ["--ema-every", "2"], 16),
+        # bf16 autocast: the average stays float32, of the float32 parameters
+        (["ema", "amp"], ["--amp-dtype", "bf16"], 16),
+        # compiled: the average is of the plain module (no _orig_mod. keys)
+        (["ema", "compile"], [], 16),
     ],
-    ids=["every-step", "accumulate", "every-2"],
+    ids=["every-step", "accumulate", "every-2", "bf16", "compile"],
 )
 def test_the_average_equals_a_reference_from_the_weights_of_every_step(
     tmp_path, features, args, steps
