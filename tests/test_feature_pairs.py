@@ -1,10 +1,11 @@
 """Every pair of features runs, not only compiles: a --fast-dev-run (two batches of
 each split, nothing written) of each pair's project with its own demo model.
 
-Single-process, all 45 pairs: the runs of a shard share one Python process, so
+Single-process, every pair: the runs of a shard share one Python process, so
 torch is imported once per shard, not once per pair; a driver imports each
 project's train.py afresh and calls its main. Under torchrun (two processes, gloo):
-the 9 pairs with ddp, one launch each.
+ddp with compile and with multi-optim, one launch each; ddp with every other
+feature at once is tests/test_generated_runs.py's.
 """
 
 import itertools
@@ -74,8 +75,15 @@ def test_the_shards_hold_every_pair_once():
     assert len(PAIRS) == len(FEATURES) * (len(FEATURES) - 1) // 2
 
 
-@pytest.mark.parametrize("pair", [p for p in PAIRS if "ddp" in p], ids="+".join)
-def test_a_fast_dev_run_of_every_pair_with_ddp_under_torchrun(tmp_path, pair):
+# ddp with every feature but these runs under torchrun at once in
+# tests/test_generated_runs.py (test_fast_dev_run_of_every_feature_under_torchrun);
+# these change what the ranks do (compiled graphs, one DDP per sub-model), so each
+# gets its own launch: a torchrun launch costs far more than the run itself
+OWN_LAUNCH = ("compile", "multi-optim")
+
+
+@pytest.mark.parametrize("pair", [("ddp", f) for f in OWN_LAUNCH], ids="+".join)
+def test_a_fast_dev_run_of_ddp_pairs_under_torchrun(tmp_path, pair):
     project = render(tmp_path, pair, tiny=False)
     result = run_torchrun(project, 2, "--fast-dev-run", "--dist-timeout-s", "60",
                           tiny_defaults=False, timeout=600)

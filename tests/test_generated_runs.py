@@ -25,8 +25,9 @@ def test_fast_dev_run_with_the_demo_model(tmp_path, features):
 
 
 def test_fast_dev_run_of_every_feature_under_torchrun(tmp_path):
+    # tests/test_feature_pairs.py runs ddp's pairs with the features left out here
     features = ("ddp", "amp", "clip", "accumulate", "early-stopping", "slurm",
-                "tensorboard", "debug")
+                "tensorboard", "debug", "ema")
     project = render(tmp_path, features, tiny=False)
     result = run_torchrun(project, 2, "--fast-dev-run", "--amp-dtype", "bf16",
                           "--d-model", "32", "--n-layers", "1", tiny_defaults=False)
