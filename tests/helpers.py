@@ -113,11 +113,17 @@ def render_probe(root: Path, features=(), name: str = "proj") -> Path:
 
 
 def config_options(train_py: str | ast.Module) -> list[str]:
-    """The command-line flags train.py's parse_config makes of its Config fields."""
+    """The command-line flags train.py's parse_config makes: those of its Config
+    fields, and those it adds by name (--config, which is no Config field)."""
     tree = ast.parse(train_py) if isinstance(train_py, str) else train_py
     config = next(node for node in tree.body
                   if isinstance(node, ast.ClassDef) and node.name == "Config")
-    flags = []
+    parse = next(node for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name == "parse_config")
+    flags = [node.args[0].value for node in ast.walk(parse)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "add_argument" and node.args
+             and isinstance(node.args[0], ast.Constant)]
     for field in config.body:
         if isinstance(field, ast.AnnAssign):
             flag = "--" + field.target.id.replace("_", "-")
