@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,9 @@ class Config:
         "checkpoints, metrics.csv, config.json, summary.json go here",
     )
     resume: str = option("", "checkpoint to resume from; 'auto': newest in run_dir")
+    resume_anyway: bool = option(
+        False, "resume although run_dir/config.json differs in what changes training"
+    )
     seed: int = option(1337, "seeds model init, shuffling and dropout")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
@@ -123,10 +127,58 @@ class Config:
     dropout: float = option(0.0, "dropout probability")
 
 
+# The options a resumed run may change: they decide where and how a run is
+# launched, logged and checkpointed, not the numbers it trains. max_steps is here
+# because extending or cutting short a run is what resuming is for, although it
+# moves the end of the LR schedule when it is the nearer limit. A difference in
+# any other option stops a resume (see check_resumed_options).
+HARMLESS_CHANGES = (
+    "run_dir",
+    "resume",
+    "resume_anyway",
+    "max_steps",
+    "ckpt_every",
+    "keep_last",
+    "sanity_val_steps",
+    "fast_dev_run",
+    "log_every",
+    "num_workers",
+)
+
+
 def fraction_or_count(value: float, total: int) -> int:
     """Lightning-style limits: <= 1.0 is a fraction of `total`, > 1 a count."""
     n = int(total * value) if value <= 1.0 else int(value)
     return max(1, min(total, n)) if total else 0
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """A Config field's type (a class, also where annotations are strings)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
+
+
+def saved_options(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The options of a run's config.json (--config), each checked to be a Config
+    field of its type: argparse converts only what the command line gives."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    if not isinstance(saved, dict):
+        parser.error(f"--config {path}: not a JSON object of options")
+    fields = {f.name: field_type(f) for f in dataclasses.fields(Config)}
+    for name, value in saved.items():
+        kind = fields.get(name)
+        if kind is None:
+            parser.error(f"--config {path}: {name} is not an option of this project")
+        # JSON writes 3.0 as 3.0 and 3 as 3: an int is a fine float, not the reverse
+        if kind is float and type(value) is int:
+            saved[name] = float(value)
+        elif type(value) is not kind:
+            parser.error(
+                f"--config {path}: {name} must be {kind.__name__}, not {value!r}"
+            )
+    return saved
 
 
 def parse_config(argv=None) -> Config:
@@ -135,9 +187,14 @@ def parse_config(argv=None) -> Config:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
+    parser.add_argument(
+        "--config",
+        default="",
+        help="a run's config.json: its options are the defaults, flags override them",
+    )
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or f.type == "bool":
+        if field_type(f) is bool:
             parser.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
@@ -145,14 +202,20 @@ def parse_config(argv=None) -> Config:
                 help=f.metadata["help"],
             )
         else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
             parser.add_argument(
                 flag,
-                type=kind,
+                type=field_type(f),
                 default=f.default,
                 help=f.metadata["help"] + " (default: %(default)s)",
             )
-    cfg = Config(**vars(parser.parse_args(argv)))
+    # --config first: the file's options become the defaults, so that the flags
+    # given with it override them
+    config_path = parser.parse_known_args(argv)[0].config
+    if config_path:
+        parser.set_defaults(**saved_options(parser, config_path))
+    args = vars(parser.parse_args(argv))
+    del args["config"]  # where the options came from is not one of them
+    cfg = Config(**args)
     problems = []
     if cfg.max_steps < -1 or cfg.max_steps == 0:
         problems.append("--max-steps must be positive (or -1 for no limit)")
@@ -469,6 +532,35 @@ def load_resumable(path: Path) -> dict:
     return checkpoint
 
 
+def check_resumed_options(cfg: Config) -> None:
+    """Stop a resume whose options differ from those in run_dir/config.json in
+    one that changes training (not in HARMLESS_CHANGES): the run would go on as
+    another training than the one it began. --resume-anyway allows it."""
+    saved_path = Path(cfg.run_dir) / "config.json"
+    if not cfg.resume or cfg.resume_anyway or not saved_path.is_file():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except ValueError:
+        sys.exit(f"--resume: {saved_path} is not JSON (--resume-anyway skips it)")
+    options = dataclasses.asdict(cfg)
+    changed = []
+    for name in [*options, *(name for name in saved if name not in options)]:
+        if name in HARMLESS_CHANGES or saved.get(name, ...) == options.get(name, ...):
+            continue
+        # values as config.json writes them; "(absent)": one side lacks the option
+        old, new = (
+            json.dumps(side[name]) if name in side else "(absent)"
+            for side in (saved, options)
+        )
+        changed.append(f"{name} {old} -> {new}")
+    if changed:
+        sys.exit(
+            f"--resume: options differ from {saved_path}: {', '.join(changed)} "
+            "(--resume-anyway continues with the new ones)"
+        )
+
+
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
     periodic = sorted(ckpt_dir.glob("step_*.pt"))
     for path in periodic[: max(0, len(periodic) - keep)]:
@@ -646,6 +738,24 @@ def snapshot_code(run_dir: Path) -> str:
     )
 
 
+def rerun_command(cfg: Config) -> str:
+    """The command that repeats this run: every option that differs from its
+    default, spelled out (config.json is overwritten when the run is resumed)."""
+    defaults = Config()
+    args = []
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    launch = ["python", "train.py"]
+    return shlex.join(launch + args)
+
+
 # -----------------------------------------------------------------------------
 # the exponential moving average of the weights
 
@@ -777,6 +887,7 @@ class Run:
     device: torch.device
     progress: Progress
     writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
+    command: str  # the command that repeats this run (command.txt)
     raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -802,6 +913,7 @@ class Run:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
+    check_resumed_options(cfg)  # before open_logs writes the new config.json
     try:
         return train(cfg, pick_device(cfg.device))
     except ContractError as exc:
@@ -831,6 +943,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
     """Everything before the first step: signals, seeds, data, model, optimizer,
     and the length of training."""
     progress = Progress()
+    command = rerun_command(cfg)  # before --fast-dev-run changes cfg below
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     if device.type == "cuda":
@@ -881,6 +994,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         device=device,
         progress=progress,
         writes=not cfg.fast_dev_run,
+        command=command,
         raw_model=raw_model,
         model=model,
         optimizer=optimizer,
@@ -926,7 +1040,7 @@ def resume(run: Run) -> None:
 
 
 def open_logs(run: Run) -> None:
-    """config.json, a snapshot of the code, metrics.csv (continued
+    """config.json, command.txt, a snapshot of the code, metrics.csv (continued
     after the resumed step), and what is about to train."""
     cfg, progress = run.cfg, run.progress
     run_dir = Path(cfg.run_dir)
@@ -935,9 +1049,11 @@ def open_logs(run: Run) -> None:
         (run_dir / "config.json").write_text(
             json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
         )
+        (run_dir / "command.txt").write_text(run.command + "\n")
         progress.print(snapshot_code(run_dir))
         resumed_step = run.state.step if run.resumed else None
         run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
+    progress.print(f"rerun with: {run.command}")
     progress.print(model_summary(run.raw_model))
     progress.print(
         f"device {run.device}; "
