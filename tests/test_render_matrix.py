@@ -1,6 +1,8 @@
 """Every combination of feature flags renders clean code.
 
-For all 2^n feature sets:
+For the feature sets of tests/feature_sets.py (every in/out choice of any 5
+features, which includes every set of at most two features and of all but at
+most two):
 
 - the Jinja render is byte-identical twice (for the sets black checks whole,
   below; rendering is deterministic or not whatever the set);
@@ -24,6 +26,7 @@ import itertools
 import black
 import pyflakes.checker
 import pytest
+from feature_sets import covering_sets, is_valid
 from helpers import config_options, reaches_the_script
 
 from scaffold.features import FEATURES
@@ -34,13 +37,9 @@ from tools.examples import example_sets
 
 LINE_LENGTH = 88  # black's default, which the generated projects use
 N = len(FEATURES)
-ALL_SETS = [
-    frozenset(combo)
-    for size in range(N + 1)
-    for combo in itertools.combinations([f.name for f in FEATURES], size)
-]
+SETS = covering_sets()
 WHOLE_FILE_SETS = {
-    s for s in ALL_SETS if len(s) in (0, 1, N - 1, N) or s in example_sets().values()
+    s for s in SETS if len(s) in (0, 1, N - 1, N) or s in example_sets().values()
 }
 
 
@@ -52,11 +51,37 @@ def black_of(text: str) -> str:
     return black.format_str(text, mode=black.Mode())
 
 
-def test_matrix_covers_every_combination():
-    assert len(set(ALL_SETS)) == 2**N
+def test_the_sets_make_every_choice_of_five_features_that_a_project_can():
+    """Counted here from all 2**N sets (the valid ones), not from how they were picked."""
+    import torch  # vectorized: 2**N sets times (N choose 5) choices
+
+    names = [f.name for f in FEATURES]
+
+    def masks(sets) -> torch.Tensor:
+        return torch.tensor([sum(1 << names.index(n) for n in s) for s in sets])
+
+    valid = [
+        frozenset(c)
+        for size in range(N + 1)
+        for c in itertools.combinations(names, size)
+        if is_valid(frozenset(c))
+    ]
+    assert all(is_valid(s) for s in SETS) and len(set(SETS)) == len(SETS)
+    shifts = torch.arange(5)
+    chosen_masks, valid_masks = masks(SETS), masks(valid)
+
+    def choices(m: torch.Tensor, picks: torch.Tensor) -> set[int]:
+        bits = (m[:, None] >> picks) & 1
+        return set((bits << shifts).sum(dim=1).tolist())
+
+    for five in itertools.combinations(range(N), 5):
+        picks = torch.tensor(five)
+        made, possible = choices(chosen_masks, picks), choices(valid_masks, picks)
+        assert made == possible, f"{[names[i] for i in five]}: {possible - made} not made"
+    assert set(example_sets().values()) <= set(SETS)
 
 
-@pytest.mark.parametrize("features", ALL_SETS, ids=lambda s: "+".join(sorted(s)) or "base")
+@pytest.mark.parametrize("features", SETS, ids=lambda s: "+".join(sorted(s)) or "base")
 def test_render_is_stable_formatted_and_clean(features):
     spec = ProjectSpec.create("proj", features)
     # what `scaffold new` writes: the render, each Python file compile-checked
