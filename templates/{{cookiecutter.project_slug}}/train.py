@@ -12,17 +12,17 @@
 {# what --max-steps, --ckpt-every, --log-every ... count: with several optimizers,
    a training step steps every optimizer due at it #}
 {% set steps = "training steps" if multi_optim else "optimizer steps" %}
-{% import "amp/train.py.jinja" as amp_code with context %}
-{% import "clip/train.py.jinja" as clip_code with context %}
-{% import "debug/train.py.jinja" as debug_code with context %}
-{% import "accumulate/train.py.jinja" as accumulate_code with context %}
-{% import "early-stopping/train.py.jinja" as early_stopping_code with context %}
-{% import "compile/train.py.jinja" as compile_code with context %}
-{% import "slurm/train.py.jinja" as slurm_code with context %}
-{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}
-{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}
-{% import "ddp/train.py.jinja" as ddp_code with context %}
-{% import "ema/train.py.jinja" as ema_code with context %}
+{% if amp %}{% import "amp/train.py.jinja" as amp_code with context %}{% endif %}
+{% if clip %}{% import "clip/train.py.jinja" as clip_code with context %}{% endif %}
+{% if debug %}{% import "debug/train.py.jinja" as debug_code with context %}{% endif %}
+{% if accumulate %}{% import "accumulate/train.py.jinja" as accumulate_code with context %}{% endif %}
+{% if early_stopping %}{% import "early-stopping/train.py.jinja" as early_stopping_code with context %}{% endif %}
+{% if compile %}{% import "compile/train.py.jinja" as compile_code with context %}{% endif %}
+{% if slurm %}{% import "slurm/train.py.jinja" as slurm_code with context %}{% endif %}
+{% if tensorboard %}{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}{% endif %}
+{% if multi_optim %}{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}{% endif %}
+{% if ddp %}{% import "ddp/train.py.jinja" as ddp_code with context %}{% endif %}
+{% if ema %}{% import "ema/train.py.jinja" as ema_code with context %}{% endif %}
 {# with --ema, validation and test go through evaluate_with_ema #}
 {% set evaluate = "evaluate_with_ema" if ema else "evaluate" %}
 {% macro forward_backward_body(args, loss_name, scaler, backward_args) %}
