@@ -2082,6 +2082,9 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
     the split (val_loss); a short last batch counts for its samples only."""
 {% endif %}
     model, device = run.raw_model, run.device
+{% if ddp %}
+    sync_buffers(model, run.world)  # every rank
+{% endif %}
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}

@@ -315,14 +315,27 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
 def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
     """DDP's option that copies rank 0's buffers to every rank before each forward.
 
-    On only for BatchNorm-style running statistics, so that all ranks evaluate
-    with the statistics rank 0 saves; constant buffers (tables, masks) need no
-    copy each step. A buffer of your own that training changes does: return
-    True for it. (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
+    On only for BatchNorm-style running statistics, so that they do not drift
+    apart across ranks; constant buffers (tables, masks) need no copy each step.
+    A buffer of your own that training changes does: return True for it.
+    (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
     """
     stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
     renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
     return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
+
+
+def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
+    """Give every rank rank 0's buffers, the ones a checkpoint saves.
+
+    DDP copies them before each training forward, which then updates each rank's
+    running statistics with its own batch: evaluated without this copy, the ranks
+    would each use statistics of their own, and best.pt would not score what
+    validation said it did.
+    """
+    if world.world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -1348,6 +1361,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
     a mean of per-rank means would weight a rank's short last batch wrongly.
     """
     model, device = run.raw_model, run.device
+    sync_buffers(model, run.world)  # every rank
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
