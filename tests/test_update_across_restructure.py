@@ -257,11 +257,12 @@ def resolve(parts: list[Part]) -> str:
         chosen.append(text)
     resolved = "".join(chosen)
     for index, ours, edit in pending:
-        redone = edit.redo(resolved)
-        if redone is None:  # nowhere to put it back: keep the user's side
+        if edit.redo(resolved) is None:  # nowhere to put it back: keep the user's side
             chosen[index] = ours
-            return "".join(chosen)
-        resolved = redone
+    resolved = "".join(chosen)
+    for _, _, edit in pending:
+        if not edit.kept_in(resolved):
+            resolved = edit.redo(resolved)
     return resolved
 
 

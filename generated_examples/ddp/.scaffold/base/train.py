@@ -81,7 +81,7 @@ class Config:
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     tf32: bool = option(True, "CUDA: float32 matmuls on TF32 tensor cores")
     # length of training: whichever limit comes first ends it
-    max_epochs: int = option(8, "stop after this many epochs")
+    max_epochs: int = option(10, "stop after this many epochs")
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
     min_epochs: int = option(0, "train at least this many epochs")
     # optimization
