@@ -75,8 +75,8 @@ def covering_sets() -> tuple[frozenset[str], ...]:
     chosen += [whole - {n} for n in NAMES] + [whole]
     chosen = [s for s in dict.fromkeys(chosen) if is_valid(s)]
     # only the combinations that some valid set makes can be asked for
-    every = [tuple(zip(four, values, strict=True))
-             for four in itertools.combinations(NAMES, STRENGTH)
+    every = [tuple(zip(group, values, strict=True))
+             for group in itertools.combinations(NAMES, STRENGTH)
              for values in itertools.product((False, True), repeat=STRENGTH)]
     uncovered = {choice for choice in every if _possible(choice)}
     for s in chosen:
