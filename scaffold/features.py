@@ -36,6 +36,11 @@ FEATURES: tuple[Feature, ...] = (
         "Multi-GPU / multi-node DistributedDataParallel under torchrun (gloo on CPU).",
     ),
     Feature(
+        "fsdp",
+        "Sharded training (FSDP2) under torchrun: sharded checkpoints, exact resume.",
+        conflicts=("ddp", "multi-optim", "ema"),
+    ),
+    Feature(
         "amp",
         "Mixed precision: torch.autocast bf16/fp16, GradScaler for fp16 only.",
     ),

@@ -311,6 +311,14 @@ class Adder(nn.Module):
     def tokens_per_sample(self) -> int:
         """Tokens in one sample, for the tokens/s of the progress line."""
         return self.seq_len
+{% if cookiecutter.fsdp == "y" %}
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        """What --fsdp shards one by one: each block gathers its whole parameters
+        for its own forward and backward only. The embeddings, the final norm and
+        the head are few parameters: they are sharded together, with the root."""
+        return list(self.blocks)
+{% endif %}
 
 
 def build_model(cfg) -> Adder:

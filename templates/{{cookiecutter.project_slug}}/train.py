@@ -1,6 +1,11 @@
 {% set ddp = cookiecutter.ddp == "y" %}
+{% set fsdp = cookiecutter.fsdp == "y" %}
+{# several processes: --ddp or --fsdp #}
+{% set distributed = ddp or fsdp %}
 {% set ema = cookiecutter.ema == "y" %}
 {% set amp = cookiecutter.amp == "y" %}
+{# mixed precision by autocast and loss scaling; --fsdp casts by its own policy #}
+{% set autocast = amp and not fsdp %}
 {% set clip = cookiecutter.clip == "y" %}
 {% set accumulate = cookiecutter.accumulate == "y" %}
 {% set early_stopping = cookiecutter.early_stopping == "y" %}
@@ -21,12 +26,14 @@
 {% if slurm %}{% import "slurm/train.py.jinja" as slurm_code with context %}{% endif %}
 {% if tensorboard %}{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}{% endif %}
 {% if multi_optim %}{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}{% endif %}
+{% if distributed %}{% import "distributed/train.py.jinja" as distributed_code with context %}{% endif %}
 {% if ddp %}{% import "ddp/train.py.jinja" as ddp_code with context %}{% endif %}
+{% if fsdp %}{% import "fsdp/train.py.jinja" as fsdp_code with context %}{% endif %}
 {% if ema %}{% import "ema/train.py.jinja" as ema_code with context %}{% endif %}
 {# with --ema, validation and test go through evaluate_with_ema #}
 {% set evaluate = "evaluate_with_ema" if ema else "evaluate" %}
 {% macro forward_backward_body(args, loss_name, scaler, backward_args) %}
-{% if amp %}
+{% if autocast %}
 with run.autocast:
     result = compute_loss({{ args }})
 {% else %}
@@ -45,7 +52,7 @@ loss = loss / window_size
 # into this optimizer's parameters only: the generator's loss flows through
 # the discriminator, but leaves its gradients alone
 {% endif %}
-{% if amp %}
+{% if autocast %}
 {{ scaler }}.scale(loss).backward({{ backward_args }})
 {% else %}
 loss.backward({{ backward_args }})
@@ -53,7 +60,7 @@ loss.backward({{ backward_args }})
 run.meter.add(metrics)
 {% endmacro %}
 {% macro apply_gradients(optimizer, scaler, params, norm_key, where) %}
-{% if amp %}
+{% if autocast %}
 {% if clip %}
 # unscale first so that clipping and norms see the true gradients
 {% else %}
@@ -67,7 +74,7 @@ run.meter.add(metrics)
 {% if clip %}
 {{ clip_code.step(params, norm_key) }}{# clip/train.py.jinja #}
 {% endif %}
-{% if amp %}
+{% if autocast %}
 {{ scaler }}.step({{ optimizer }})  # skips the step if fp16 gradients overflowed
 {{ scaler }}.update()
 {% else %}
@@ -96,7 +103,7 @@ Run on one process (CPU, or the first GPU):
     python train.py --max-epochs 5 --lr 1e-3 --run-dir runs/exp1
     python train.py --resume auto --run-dir runs/exp1   # continue where it stopped
     python train.py --fast-dev-run                      # two batches, writes nothing
-{% if ddp %}
+{% if distributed %}
 
 One machine, N processes (one per GPU; gloo on CPU):
 
@@ -135,21 +142,24 @@ import signal
 import subprocess
 import sys
 import time
+{% if fsdp %}
+import warnings
+{% endif %}
 {% set contextlib_names = [] %}
 {% if ema %}{% set _ = contextlib_names.append("contextmanager") %}{% endif %}
 {% if multi_optim and ddp %}{% set _ = contextlib_names.append("ExitStack") %}{% endif %}
-{% if amp or (ddp and accumulate and not multi_optim) %}{% set _ = contextlib_names.append("nullcontext") %}{% endif %}
+{% if autocast or (ddp and accumulate and not multi_optim) %}{% set _ = contextlib_names.append("nullcontext") %}{% endif %}
 {% if contextlib_names %}
 from contextlib import {{ contextlib_names | join(", ") }}
 {% endif %}
 from dataclasses import dataclass, field
-{% if ddp %}
+{% if distributed %}
 from datetime import timedelta
 {% endif %}
 from pathlib import Path
 
 import torch
-{% if ddp %}
+{% if distributed %}
 import torch.distributed as dist
 
 # Imported before init_process_group on purpose: its functions' default arguments
@@ -157,7 +167,12 @@ import torch.distributed as dist
 # otherwise. A group held there outlives destroy_process_group(), and gloo's
 # threads then crash the interpreter at exit (SIGABRT).
 import torch.distributed.nn
+{% endif %}
+{% if ddp %}
 from torch.nn.parallel import DistributedDataParallel as DDP
+{% endif %}
+{% if fsdp %}
+{{ fsdp_code.imports() }}{# fsdp/train.py.jinja #}
 {% endif %}
 from torch.utils.data import (
     BatchSampler,
@@ -188,7 +203,7 @@ class Config:
     resume_anyway: bool = option(
         False, "resume although run_dir/config.json differs in what changes training"
     )
-    seed: int = option(1337, "seeds model init, shuffling and {% if ddp %}every rank's RNG{% else %}dropout{% endif %}")
+    seed: int = option(1337, "seeds model init, shuffling and {% if distributed %}every rank's RNG{% else %}dropout{% endif %}")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
     tf32: bool = option(True, "CUDA: float32 matmuls on TF32 tensor cores")
@@ -201,7 +216,7 @@ class Config:
     min_epochs: int = option(0, "train at least this many epochs")
 {% endif %}
     # optimization
-{% if ddp %}
+{% if distributed %}
     batch_size: int = option(
         {{ 512 if multi_optim else 256 }},
         "samples per {% if accumulate %}micro-{% endif %}batch *per process*: the global batch is "
@@ -291,13 +306,18 @@ class Config:
     # logging
     log_every: int = option(50, "print/log training metrics every N {{ steps }}")
     num_workers: int = option(0, "DataLoader worker processes")
-{% if ddp %}
+{% if distributed %}
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
     )
+{% endif %}
+{% if ddp %}
     find_unused_parameters: bool = option(
         False, "let DDP allow parameters that some batches leave without gradient"
     )
+{% endif %}
+{% if fsdp %}
+{{ fsdp_code.config() }}{# fsdp/train.py.jinja #}
 {% endif %}
     # model and data (read by model.py / data.py; add your own fields here)
 {% if multi_optim %}
@@ -345,8 +365,11 @@ HARMLESS_CHANGES = (
     "fast_dev_run",
     "log_every",
     "num_workers",
-{% if ddp %}
+{% if distributed %}
     "dist_timeout_s",
+{% endif %}
+{% if fsdp %}
+    "activation_checkpointing",  # memory, not numbers: the recomputation is exact
 {% endif %}
 )
 
@@ -472,8 +495,13 @@ def parse_config(argv=None) -> Config:
     else:
         if device.type == "cuda" and not torch.cuda.is_available():
             problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
+{% if fsdp %}
+    if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_dir():
+        problems.append(f"--resume {cfg.resume}: no such checkpoint directory")
+{% else %}
     if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
         problems.append(f"--resume {cfg.resume}: no such checkpoint file")
+{% endif %}
     if problems:
         parser.error("; ".join(problems))
     return cfg
@@ -483,10 +511,16 @@ def parse_config(argv=None) -> Config:
 # processes and devices
 
 
+{% if distributed %}
+{{ distributed_code.functions() }}{# distributed/train.py.jinja #}
+{% endif %}
 {% if ddp %}
 {{ ddp_code.functions() }}{# ddp/train.py.jinja #}
 {% endif %}
-{% if ddp %}
+{% if fsdp %}
+{{ fsdp_code.functions() }}{# fsdp/train.py.jinja #}
+{% endif %}
+{% if distributed %}
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' takes this rank's GPU, then Apple's MPS, then the CPU; 'cuda' without
     an index takes this rank's GPU (LOCAL_RANK, modulo the GPUs this process sees).
@@ -507,7 +541,7 @@ def pick_device(name: str) -> torch.device:
     device = torch.device("cuda" if name == "auto" else name)
     if device.type == "cuda":
         if device.index is None:
-{% if ddp %}
+{% if distributed %}
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
 {% else %}
             device = torch.device("cuda", 0)
@@ -527,14 +561,10 @@ def seed_everything(seed: int) -> None:
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
-{% if ddp %}
-{% if ddp %}
+{% if distributed %}
         # this process's GPU only: a resumed run may see another number of GPUs
         # per process{% if slurm %} (8 per node under torchrun, 1 per task under srun){% endif %}
 
-{% else %}
-        # the GPU this process trains on only
-{% endif %}
 {% else %}
         # the GPU this process trains on only
 {% endif %}
@@ -554,7 +584,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 # same batches as an uninterrupted one
 
 
-{% if ddp %}
+{% if distributed %}
 class ShardSampler(Sampler):
     """The indices of this rank's share of one epoch, from batch `start` on.
 
@@ -614,7 +644,7 @@ def indexes_batches(dataset: Dataset) -> bool:
 def make_loader(
     dataset: Dataset,
     cfg: Config,
-{% if ddp %}
+{% if distributed %}
     world: Dist,
 {% endif %}
     device: torch.device,
@@ -623,7 +653,7 @@ def make_loader(
     skip_batches: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-{% if ddp %}
+{% if distributed %}
     sampler = ShardSampler(
         len(dataset), world, shuffle, cfg.seed, epoch, skip_batches * cfg.batch_size
     )
@@ -752,7 +782,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         },
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-{% if amp %}
+{% if autocast %}
     # On CUDA the fused kernel: one launch for all parameters, and under fp16
     # GradScaler's overflow check stays on the GPU (with foreach it syncs the
     # host). On a CPU the multi-tensor (foreach) kernels, faster than a loop.
@@ -785,7 +815,12 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: {% if ddp %}one writer (global rank 0), {% endif %}atomic writes, plain weights
+{% if fsdp %}
+# checkpoints: directories of shards that every rank writes, to resume; single
+# files of the whole model (best.pt, final.pt), for inference
+{% else %}
+# checkpoints: {% if distributed %}one writer (global rank 0), {% endif %}atomic writes, plain weights
+{% endif %}
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -801,6 +836,7 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
+{% if not fsdp %}
 def find_resumable(run_dir: Path) -> Path | None:
     """The newest checkpoint in run_dir that loads; truncated files are skipped."""
     ckpt_dir = run_dir / "checkpoints"
@@ -832,6 +868,7 @@ def load_resumable(path: Path) -> dict:
     return checkpoint
 
 
+{% endif %}
 def check_resumed_options(cfg: Config) -> None:
     """Stop a resume whose options differ from those in run_dir/config.json in
     one that changes training (not in HARMLESS_CHANGES): the run would go on as
@@ -861,12 +898,16 @@ def check_resumed_options(cfg: Config) -> None:
         )
 
 
+{% if fsdp %}
+{{ fsdp_code.checkpoints() }}{# fsdp/train.py.jinja #}
+{% else %}
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
     periodic = sorted(ckpt_dir.glob("step_*.pt"))
     for path in periodic[: max(0, len(periodic) - keep)]:
         path.unlink()
 
 
+{% endif %}
 {% if ema %}
 def load_model(
     path: str | os.PathLike, device: str = "cpu", ema: bool = False
@@ -984,9 +1025,9 @@ def gpu_peak_flops(
 
 
 class Progress:
-    """One status line{% if ddp %} on rank 0{% endif %}: redrawn in place on a terminal, appended otherwise."""
+    """One status line{% if distributed %} on rank 0{% endif %}: redrawn in place on a terminal, appended otherwise."""
 
-{% if ddp %}
+{% if distributed %}
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.tty = enabled and sys.stdout.isatty()
@@ -999,7 +1040,7 @@ class Progress:
 
     def update(self, fields: list[str]) -> None:
         """The fields, most important first, joined by " | "."""
-{% if ddp %}
+{% if distributed %}
         if not self.enabled:
             return
 {% endif %}
@@ -1018,7 +1059,7 @@ class Progress:
 
     def print(self, text: str) -> None:
         """A permanent line (validation results, notices), above the status line."""
-{% if ddp %}
+{% if distributed %}
         if not self.enabled:
             return
 {% endif %}
@@ -1059,7 +1100,7 @@ def snapshot_code(run_dir: Path) -> str:
     )
 
 
-{% if ddp %}
+{% if distributed %}
 def rerun_command(cfg: Config, world: Dist) -> str:
 {% else %}
 def rerun_command(cfg: Config) -> str:
@@ -1078,7 +1119,7 @@ def rerun_command(cfg: Config) -> str:
         else:
             args += [flag, str(value)]
     launch = ["python", "train.py"]
-{% if ddp %}
+{% if distributed %}
     one_machine = os.environ.get("LOCAL_WORLD_SIZE") == str(world.world_size)
     if world.world_size > 1 and one_machine:
         # torchrun on one machine (it sets LOCAL_WORLD_SIZE); on several machines,
@@ -1162,7 +1203,7 @@ class Meter:
             self.sums[name] = self.sums.get(name, 0) + value.detach().float()
             self.counts[name] = self.counts.get(name, 0) + 1
 
-{% if ddp %}
+{% if distributed %}
     def means(self, world: Dist) -> dict[str, float]:
         """Each metric's mean over the values it was given, averaged over the ranks
         (a collective: every rank calls it at the same steps)."""
@@ -1176,7 +1217,7 @@ class Meter:
             return {}
 {% endif %}
         totals = torch.stack([self.sums[k] for k in names])
-{% if ddp %}
+{% if distributed %}
         if world.world_size > 1:
             dist.all_reduce(totals)
             totals /= world.world_size
@@ -1190,14 +1231,20 @@ class Run:
     """What the steps of one run share: set_up() builds it, train() hands it on."""
 
     cfg: Config
-{% if ddp %}
+{% if distributed %}
     world: Dist
 {% endif %}
     device: torch.device
     progress: Progress
     writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
     command: str  # the command that repeats this run (command.txt)
+{% if fsdp %}
+    # sharded in place by fully_shard (its parameters are DTensors): checkpoints
+    # and evaluation
+    raw_model: torch.nn.Module
+{% else %}
     raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
+{% endif %}
 {% if multi_optim and (ddp or compile) %}
     # what compute_loss gets: raw_model with its optimized sub-models wrapped
 {% elif ddp or compile %}
@@ -1212,6 +1259,8 @@ class Run:
 {% endif %}
 {% if amp %}
     amp_dtype: torch.dtype | None
+{% endif %}
+{% if autocast %}
     autocast: torch.autocast | nullcontext
 {% if multi_optim %}
     scalers: dict[str, torch.amp.GradScaler]
@@ -1268,7 +1317,7 @@ class Run:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
-{% if ddp %}
+{% if distributed %}
     # Before the process group forms, so that every rank has read config.json
     # before rank 0 (in open_logs, after the rendezvous) writes the new one.
     check_resumed_options(cfg)
@@ -1296,7 +1345,7 @@ def main(argv=None) -> int:
 {% endif %}
 
 
-{% if ddp %}
+{% if distributed %}
 def train(cfg: Config, world: Dist, device: torch.device) -> int:
     """The outline of a run. Every rank runs every step; those marked "every rank"
     hold collectives, which wait until all ranks reach them."""
@@ -1309,7 +1358,7 @@ def train(cfg: Config, device: torch.device) -> int:
     resume(run)
 {% endif %}
     open_logs(run)
-    sanity_check(run){% if ddp %}  # every rank{% endif %}
+    sanity_check(run){% if distributed %}  # every rank{% endif %}
 
 
     run.model.train()
@@ -1317,23 +1366,23 @@ def train(cfg: Config, device: torch.device) -> int:
     run.meter = Meter()  # samples/s counts from here
     run.stopping = run.state.step >= run.total_steps
     while not run.stopping and run.state.epoch < cfg.max_epochs:
-        exit_code = train_epoch(run){% if ddp %}  # every rank{% endif %}
+        exit_code = train_epoch(run){% if distributed %}  # every rank{% endif %}
 
         if exit_code is not None:
             return exit_code  # a signal stopped it; last.pt resumes it
-    finish(run){% if ddp %}  # every rank{% endif %}
+    finish(run){% if distributed %}  # every rank{% endif %}
 
     return 0
 
 
-{% if ddp %}
+{% if distributed %}
 def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
 {% else %}
 def set_up(cfg: Config, device: torch.device) -> Run:
 {% endif %}
     """Everything before the first step: signals, seeds, data, model, optimizer{% if multi_optim %}s{% endif %},
     and the length of training."""
-{% if ddp %}
+{% if distributed %}
     progress = Progress(world.is_main)
     command = rerun_command(cfg, world)  # before --fast-dev-run changes cfg below
 {% else %}
@@ -1354,13 +1403,19 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-{% if ddp %}
+{% if distributed %}
     # Same seed on every rank for an identical model initialisation...
     seed_everything(cfg.seed)
     train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
     raw_model = build_model(cfg).to(device)
     # ...then a different stream per rank, for dropout and augmentation.
     seed_everything(cfg.seed + world.rank)
+{% if fsdp %}
+{% if amp %}
+{{ amp_code.set_up() }}{# amp/train.py.jinja #}
+{% endif %}
+{{ fsdp_code.set_up() }}{# fsdp/train.py.jinja #}
+{% endif %}
 {% else %}
     seed_everything(cfg.seed)
     train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
@@ -1371,7 +1426,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 {% else %}
     optimizer = build_optimizer(raw_model, cfg)
 {% endif %}
-{% if amp %}
+{% if amp and not fsdp %}
 {{ amp_code.set_up() }}{# amp/train.py.jinja #}
 {% endif %}
 {% if ema %}
@@ -1380,7 +1435,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 
     if cfg.overfit_batches:
         # the same few batches every epoch, for training and validation
-{% if ddp %}
+{% if distributed %}
         # (N global batches: every rank gets N batches of its own)
         n_samples = cfg.overfit_batches * cfg.batch_size * world.world_size
 {% else %}
@@ -1439,15 +1494,20 @@ def set_up(cfg: Config, device: torch.device) -> Run:
     model = raw_model
 {% endif %}
 {% if compile and not multi_optim %}
+{% if fsdp %}
+    # checkpoints always come from raw_model: no "_orig_mod." prefixes
+    model = torch.compile(raw_model, mode=cfg.compile_mode)
+{% else %}
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
     model = torch.compile(model, mode=cfg.compile_mode)
+{% endif %}
 {% endif %}
 
 {% if compile %}
     # Only full batches, one shape for torch.compile: the training loader drops
     # an epoch's short last batch (unless there is no full batch: then the one
     # short batch is the only shape)
-{% if ddp %}
+{% if distributed %}
     per_process = len(train_set) // world.world_size
 {% else %}
     per_process = len(train_set)
@@ -1455,7 +1515,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
     drop_last = per_process >= cfg.batch_size
     full_batches = per_process // cfg.batch_size if drop_last else min(1, per_process)
     batches_per_epoch = fraction_or_count(cfg.limit_train_batches, full_batches)
-{% elif ddp %}
+{% elif distributed %}
     batches_per_epoch = fraction_or_count(
         cfg.limit_train_batches,
         math.ceil(len(train_set) // world.world_size / cfg.batch_size),
@@ -1484,19 +1544,19 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
     else:
         val_interval = 0  # only at the end of epochs
-{% if ddp %}
+{% if distributed %}
     val_loader = make_loader(val_set, cfg, world, device, shuffle=False)
 {% else %}
     val_loader = make_loader(val_set, cfg, device, shuffle=False)
 {% endif %}
     return Run(
         cfg=cfg,
-{% if ddp %}
+{% if distributed %}
         world=world,
 {% endif %}
         device=device,
         progress=progress,
-{% if ddp %}
+{% if distributed %}
         writes=world.is_main and not cfg.fast_dev_run,
         command=command,
 {% else %}
@@ -1512,6 +1572,8 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 {% endif %}
 {% if amp %}
         amp_dtype=amp_dtype,
+{% endif %}
+{% if autocast %}
         autocast=autocast,
 {% if multi_optim %}
         scalers=scalers,
@@ -1551,12 +1613,12 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 
 def resume(run: Run) -> None:
     """Continue from --resume's checkpoint ('auto': the newest valid one in
-    run_dir): weights, optimizer{% if multi_optim %}s{% endif %}{% if amp %}, loss scaling{% endif %}, progress and RNG state."""
+    run_dir): weights, optimizer{% if multi_optim %}s{% endif %}{% if autocast %}, loss scaling{% endif %}, progress and RNG state."""
     cfg = run.cfg
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
     resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
     if cfg.resume == "auto":
-{% if ddp %}
+{% if distributed %}
         # rank 0 looks, and every rank resumes from the file it named (a rank
         # looking for itself could find another one while rank 0 still writes)
         found = [find_resumable(Path(cfg.run_dir)) if run.world.is_main else None]
@@ -1573,17 +1635,21 @@ def resume(run: Run) -> None:
     if resume_path is None:
         return
     checkpoint = load_resumable(resume_path)
+{% if fsdp %}
+    load_shards(run, resume_path)  # every rank
+{% else %}
     run.raw_model.load_state_dict(checkpoint["model"])
+{% endif %}
 {% if multi_optim %}
     for name, o in run.optimizers.items():
         # its moments, its LRs and its initial_lr (the schedule's peak)
         o.optimizer.load_state_dict(checkpoint["optimizers"][name])
-{% if amp %}
+{% if autocast %}
         run.scalers[name].load_state_dict(checkpoint["scalers"][name])
 {% endif %}
-{% else %}
+{% elif not fsdp %}
     run.optimizer.load_state_dict(checkpoint["optimizer"])
-{% if amp %}
+{% if autocast %}
     run.scaler.load_state_dict(checkpoint["scaler"])
 {% endif %}
 {% endif %}
@@ -1592,7 +1658,7 @@ def resume(run: Run) -> None:
 {% endif %}
     run.state = TrainState(**checkpoint["train_state"])
     run.resumed = True
-{% if ddp %}
+{% if distributed %}
     world = run.world
     if len(checkpoint["rng"]) == world.world_size:
         set_rng_state(checkpoint["rng"][world.rank], run.device)
@@ -1635,7 +1701,7 @@ def open_logs(run: Run) -> None:
 {% endif %}
     progress.print(f"rerun with: {run.command}")
     progress.print(model_summary(run.raw_model))
-{% if ddp %}
+{% if distributed %}
     world = run.world
     global_batch = cfg.batch_size * world.world_size{% if accumulate %} * cfg.accumulate_steps{% endif %}
 
@@ -1708,7 +1774,7 @@ def train_epoch(run: Run) -> int | None:
     loader = make_loader(
         run.train_set,
         cfg,
-{% if ddp %}
+{% if distributed %}
         run.world,
 {% endif %}
         run.device,
@@ -1725,12 +1791,18 @@ def train_epoch(run: Run) -> int | None:
             break
         batch = move_to(batch, run.device)
 {% if debug %}
-{% if ddp %}
+{% if fsdp %}
+        if state.step == 0 and i == 0:
+            # every rank: the forward gathers the shards; rank 0 prints
+            print_module_shapes(run.raw_model, batch, say=run.progress.print)
+{% elif distributed %}
         if state.step == 0 and i == 0 and run.world.is_main:
 {% else %}
         if state.step == 0 and i == 0:
 {% endif %}
+{% if not fsdp %}
             print_module_shapes(run.raw_model, batch{% if multi_optim %}, list(run.optimizers){% endif %})
+{% endif %}
 {% endif %}
 {% if accumulate %}
         if not train_step(run, i, batch):
@@ -1742,22 +1814,22 @@ def train_epoch(run: Run) -> int | None:
 {{ ema_code.step() }}{# ema/train.py.jinja #}
 {% endif %}
         if state.step % cfg.log_every == 0 or run.stopping:
-            log_training(run, epoch){% if ddp %}  # every rank{% endif %}
+            log_training(run, epoch){% if distributed %}  # every rank{% endif %}
 
 
         # validation inside the epoch, periodic checkpoints, stop requests
         end_of_epoch = state.batch_in_epoch >= run.batches_per_epoch
         t0 = time.perf_counter()
         if run.val_interval and state.step % run.val_interval == 0 and not end_of_epoch:
-            validate(run){% if ddp %}  # every rank{% endif %}
+            validate(run){% if distributed %}  # every rank{% endif %}
 
         if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-            save_checkpoint(run, f"step_{state.step:08d}"){% if ddp %}  # every rank{% endif %}
+            save_checkpoint(run, f"step_{state.step:08d}"){% if distributed %}  # every rank{% endif %}
 
             if run.writes:
                 prune_checkpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
         run.meter.untimed += time.perf_counter() - t0
-{% if ddp %}
+{% if distributed %}
         requests = agreed_requests(run, end_of_epoch)  # every rank
 {% if slurm %}
         if any(requests) and not run.stopping:
@@ -1775,7 +1847,7 @@ def train_epoch(run: Run) -> int | None:
 {% endif %}
         if run.stopping:
             break
-    end_epoch(run, epoch){% if ddp %}  # every rank{% endif %}
+    end_epoch(run, epoch){% if distributed %}  # every rank{% endif %}
 
     return None
 
@@ -1817,7 +1889,7 @@ def train_step(run: Run, i: int, batch){% if accumulate %} -> bool{% endif %}:
             continue  # not due: its parameters and its state stay as they are
 {% if accumulate %}
         for k, micro in enumerate(run.window):
-{% if ddp %}
+{% if distributed %}
             # all-reduce on the last micro-batch only: no_sync covers the
             # forward and the backward of the others
             with syncing_only(run.ddp_parts, o.name, sync=k + 1 == len(run.window)):
@@ -1825,7 +1897,7 @@ def train_step(run: Run, i: int, batch){% if accumulate %} -> bool{% endif %}:
 {% else %}
             forward_backward(run, micro, o, len(run.window))
 {% endif %}
-{% elif ddp %}
+{% elif distributed %}
         with syncing_only(run.ddp_parts, o.name):
             forward_backward(run, batch, o)
 {% else %}
@@ -1868,7 +1940,13 @@ def train_step(run: Run, i: int, batch) -> bool:
     start = i - i % cfg.accumulate_steps
     window_size = min(cfg.accumulate_steps, run.batches_per_epoch - start)
     last_of_window = i + 1 == start + window_size
-{% if ddp %}
+{% if fsdp %}
+    # Gradients are reduce-scattered only on the last micro-batch of a window:
+    # one reduction per step, as without accumulation. The price: until then
+    # every rank holds whole (unsharded) gradients of every parameter.
+    run.raw_model.set_requires_gradient_sync(last_of_window)
+    forward_backward(run, batch, window_size)
+{% elif ddp %}
     # Gradients are all-reduced only on the last micro-batch of a window:
     # no_sync must cover the forward and the backward of the others.
     sync = last_of_window or run.world.world_size == 1
@@ -1929,14 +2007,14 @@ def optimizer_step(run: Run) -> None:
 {% endif %}
 def log_training(run: Run, epoch: int) -> None:
     """The progress line and a row of metrics.csv: the training metrics since the
-    last log{% if ddp %}, averaged over the ranks{% endif %}."""
+    last log{% if distributed %}, averaged over the ranks{% endif %}."""
     state, meter = run.state, run.meter
-{% if ddp %}
+{% if distributed %}
     means = meter.means(run.world)  # every rank
 {% else %}
     means = meter.means()
 {% endif %}
-{% if amp and clip %}
+{% if autocast and clip %}
     # fp16: an overflow makes the gradient norm inf; GradScaler skips that step and
     # lowers the scale (its job, no reason to stop), so only the other metrics
     # must be finite then
@@ -1948,14 +2026,14 @@ def log_training(run: Run, epoch: int) -> None:
 {% else %}
     if not all(math.isfinite(v) for v in means.values()):
 {% endif %}
-{% if ddp %}
+{% if distributed %}
         # every rank sees the same reduced values, so all stop together
 {% endif %}
         raise FloatingPointError(
             f"non-finite training metrics at step {state.step}: {means}"
         )
     elapsed = time.perf_counter() - meter.started - meter.untimed
-{% if ddp %}
+{% if distributed %}
     samples_per_s = meter.samples * run.world.world_size / elapsed
 {% else %}
     samples_per_s = meter.samples / elapsed
@@ -1992,7 +2070,7 @@ def log_training(run: Run, epoch: int) -> None:
 {% endif %}
     peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
     if flops_per_sample is not None and peak_flops:
-{% if ddp %}
+{% if distributed %}
         mfu = flops_per_sample() * samples_per_s / run.world.world_size / peak_flops
 {% else %}
         mfu = flops_per_sample() * samples_per_s / peak_flops
@@ -2018,8 +2096,8 @@ def log_training(run: Run, epoch: int) -> None:
     run.meter = Meter()
 
 
-{% if ddp %}
-{{ ddp_code.agreed_requests() }}{# ddp/train.py.jinja #}
+{% if distributed %}
+{{ distributed_code.agreed_requests() }}{# distributed/train.py.jinja #}
 {% endif %}
 {% if slurm %}
 def stop_early(run: Run, requeue: bool) -> int:
@@ -2028,7 +2106,7 @@ def stop_early(run: Run, requeue: bool) -> int:
 def stop_early(run: Run) -> int:
     """Save last.pt after a stop signal, and say how to resume."""
 {% endif %}
-    save_checkpoint(run, "last"){% if ddp %}  # every rank{% endif %}
+    save_checkpoint(run, "last"){% if distributed %}  # every rank{% endif %}
 
     ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
     run.progress.print(
@@ -2036,7 +2114,7 @@ def stop_early(run: Run) -> int:
     )
 {% if slurm %}
     if requeue:
-{% if ddp %}
+{% if distributed %}
         if run.world.is_main:
             requeue_slurm_job()
 {% else %}
@@ -2058,19 +2136,19 @@ def end_epoch(run: Run, epoch: int) -> None:
     if state.batch_in_epoch >= run.batches_per_epoch:
         state.epoch, state.batch_in_epoch = epoch + 1, 0
     if (epoch + 1) % cfg.val_every_epochs == 0 or run.stopping:
-        validate(run){% if ddp %}  # every rank{% endif %}
+        validate(run){% if distributed %}  # every rank{% endif %}
 
 {% if early_stopping %}
 {{ early_stopping_code.end_epoch() }}{# early-stopping/train.py.jinja #}
 {% endif %}
-    save_checkpoint(run, "last"){% if ddp %}  # every rank{% endif %}
+    save_checkpoint(run, "last"){% if distributed %}  # every rank{% endif %}
 
     run.meter.untimed += time.perf_counter() - t0
 
 
 @torch.no_grad()
 def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict:
-{% if ddp %}
+{% if distributed %}
     """The mean of each metric over the samples seen by all ranks, in eval mode,
     named after the split (val_loss).
 
@@ -2082,7 +2160,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
     the split (val_loss); a short last batch counts for its samples only."""
 {% endif %}
     model, device = run.raw_model, run.device
-{% if ddp %}
+{% if distributed %}
     sync_buffers(model, run.world)  # every rank
 {% endif %}
     was_training = model.training
@@ -2098,7 +2176,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
         # the metrics of every optimizer's loss (their names must differ)
         metrics = {}
         for name in run.optimizers:
-{% if amp %}
+{% if autocast %}
             with run.autocast:
                 result = compute_loss(model, batch, name)
 {% else %}
@@ -2108,7 +2186,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
         # their sum: the one loss that every model with these optimizers has
         metrics["loss"] = sum(metrics[f"loss_{name}"] for name in run.optimizers)
 {% else %}
-{% if amp %}
+{% if autocast %}
         with run.autocast:
             result = compute_loss(model, batch)
 {% else %}
@@ -2122,7 +2200,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
     model.train(was_training)
     names = sorted(sums)
     totals = torch.stack([sums[k] for k in names] + [count])
-{% if ddp %}
+{% if distributed %}
     if run.world.world_size > 1:
         # every rank reaches this collective: evaluation has no early exits
         dist.all_reduce(totals)
@@ -2132,7 +2210,7 @@ def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict
 
 
 def validate(run: Run) -> None:
-{% if ddp %}
+{% if distributed %}
     """Validate; log it, keep best.pt{% if early_stopping %} and count validations without improvement{% endif %}.
 
     Every rank calls it: evaluation all-reduces, and saving best.pt gathers.
@@ -2157,12 +2235,19 @@ def validate(run: Run) -> None:
 {% endif %}
     if state.best is None or sign * (value - state.best) > 0:
         state.best = value
-        save_checkpoint(run, "best"){% if ddp %}  # every rank, though only one writes{% endif %}
+{% if fsdp %}
+        save_full_checkpoint(run, "best")  # every rank: gathers the shards
+{% else %}
+        save_checkpoint(run, "best"){% if distributed %}  # every rank, though only one writes{% endif %}
+
+{% endif %}
 
 
-
+{% if fsdp %}
+{{ fsdp_code.saving() }}{# fsdp/train.py.jinja #}
+{% else %}
 def save_checkpoint(run: Run, name: str) -> None:
-{% if ddp %}
+{% if distributed %}
     """checkpoints/<name>.pt: every rank calls it (all ranks' RNG states are
     gathered, a collective), rank 0 writes."""
     rng = [rng_state(run.device)]
@@ -2183,12 +2268,12 @@ def save_checkpoint(run: Run, name: str) -> None:
         "optimizers": {
             o.name: o.optimizer.state_dict() for o in run.optimizers.values()
         },
-{% if amp %}
+{% if autocast %}
         "scalers": {key: scaler.state_dict() for key, scaler in run.scalers.items()},
 {% endif %}
 {% else %}
         "optimizer": run.optimizer.state_dict(),
-{% if amp %}
+{% if autocast %}
         "scaler": run.scaler.state_dict(),
 {% endif %}
 {% endif %}
@@ -2204,13 +2289,20 @@ def save_checkpoint(run: Run, name: str) -> None:
     atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
 
 
+{% endif %}
 def finish(run: Run) -> None:
     """Validate and test the best checkpoint; write summary.json."""
     cfg, state = run.cfg, run.state
     best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
 {% if ema %}
 {{ ema_code.finish() }}{# ema/train.py.jinja #}
-{% elif ddp %}
+{% elif fsdp %}
+    save_full_checkpoint(run, "final")  # every rank: gathers the shards
+    # every rank sees best.pt (resuming from shards needs a shared file system
+    # anyway); rank 0 reads it, and every rank takes its shards of it
+    if best_path.exists() and not cfg.fast_dev_run:
+        load_full_weights(run, best_path)  # every rank
+{% elif distributed %}
     # rank 0 wrote best.pt and reads it: on other nodes the run directory may be
     # a stale copy, or not shared at all; the other ranks get its weights
     if run.world.is_main and best_path.exists() and not cfg.fast_dev_run:
@@ -2223,7 +2315,7 @@ def finish(run: Run) -> None:
         run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
 {% endif %}
     val_metrics = {{ evaluate }}(run, "val", run.val_loader, run.val_batches)
-{% if ddp %}
+{% if distributed %}
     test_loader = make_loader(run.test_set, cfg, run.world, run.device, shuffle=False)
 {% else %}
     test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
