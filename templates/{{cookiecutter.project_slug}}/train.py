@@ -6,6 +6,8 @@
 {% set amp = cookiecutter.amp == "y" %}
 {# mixed precision by autocast and loss scaling; --fsdp casts by its own policy #}
 {% set autocast = amp and not fsdp %}
+{# what the resumable checkpoints are: files, or (--fsdp) directories of shards #}
+{% set ext = "" if fsdp else ".pt" %}
 {% set clip = cookiecutter.clip == "y" %}
 {% set accumulate = cookiecutter.accumulate == "y" %}
 {% set early_stopping = cookiecutter.early_stopping == "y" %}
@@ -266,8 +268,8 @@ class Config:
 {{ ema_code.config() }}{# ema/train.py.jinja #}
 {% endif %}
     # checkpoints
-    ckpt_every: int = option(500, "keep step_N.pt every N {{ steps }} (0: off)")
-    keep_last: int = option(3, "step_N.pt files kept (last.pt and best.pt always)")
+    ckpt_every: int = option(500, "keep step_N{{ ext }} every N {{ steps }} (0: off)")
+    keep_last: int = option(3, "step_N{{ ext }} kept (last{{ ext }} and best.pt always)")
     # val_loss: every model has it (the demo's val_acc is worth a look too)
 {% if early_stopping %}
     monitor_metric: str = option(
@@ -1761,9 +1763,9 @@ def sanity_check(run: Run) -> None:
 
 
 def train_epoch(run: Run) -> int | None:
-    """The rest of the current epoch, then its validation and last.pt.
+    """The rest of the current epoch, then its validation and last{{ ext }}.
 
-    Returns an exit code when a signal stopped the run (after saving last.pt).
+    Returns an exit code when a signal stopped the run (after saving last{{ ext }}).
     """
     cfg, state = run.cfg, run.state
     epoch = state.epoch
@@ -2101,16 +2103,16 @@ def log_training(run: Run, epoch: int) -> None:
 {% endif %}
 {% if slurm %}
 def stop_early(run: Run, requeue: bool) -> int:
-    """Save last.pt after a stop signal; requeue the job after SLURM's warning."""
+    """Save last{{ ext }} after a stop signal; requeue the job after SLURM's warning."""
 {% else %}
 def stop_early(run: Run) -> int:
-    """Save last.pt after a stop signal, and say how to resume."""
+    """Save last{{ ext }} after a stop signal, and say how to resume."""
 {% endif %}
     save_checkpoint(run, "last"){% if distributed %}  # every rank{% endif %}
 
     ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
     run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last{{ ext }}'}"
     )
 {% if slurm %}
     if requeue:
@@ -2130,7 +2132,7 @@ def stop_early(run: Run) -> int:
 
 def end_epoch(run: Run, epoch: int) -> None:
     """After the epoch's last step (or the run's): validation{% if early_stopping %}, early
-    stopping{% endif %} and last.pt."""
+    stopping{% endif %} and last{{ ext }}."""
     cfg, state = run.cfg, run.state
     t0 = time.perf_counter()
     if state.batch_in_epoch >= run.batches_per_epoch:

@@ -1,4 +1,7 @@
-{% set ddp = cookiecutter.ddp == "y" %}
+{% set fsdp = cookiecutter.fsdp == "y" %}
+{% set distributed = cookiecutter.ddp == "y" or fsdp %}
+{# --fsdp resumes from directories of shards; its last weights are in final.pt #}
+{% set ext = "" if fsdp else ".pt" %}
 {% set accumulate = cookiecutter.accumulate == "y" %}
 """Tests of this project's training loop with your model and data: run them with
 `python -m pytest tests`.
@@ -6,7 +9,7 @@
 They run train.py for real, on the CPU, for a few steps of whatever model.py and
 data.py hold, with options that every project has. Keep them passing as you change
 the model, the data or the loop: they catch the classic bugs of hand-written
-training code (a resumed run that silently differs from an uninterrupted one{% if ddp %}, a
+training code (a resumed run that silently differs from an uninterrupted one{% if distributed %}, a
 multi-process run that does not match one process{% endif %}).
 """
 
@@ -50,7 +53,7 @@ def run(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProce
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    checkpoint = torch.load(run_dir / "checkpoints" / "{{ "final.pt" if fsdp else "last.pt" }}", weights_only=True)
     return checkpoint["model"]
 
 
@@ -62,7 +65,12 @@ def test_fast_dev_run_writes_nothing(tmp_path):
 def test_training_writes_checkpoints_metrics_and_summary(tmp_path):
     run("--run-dir", str(tmp_path))
     for name in (
+{% if fsdp %}
+        "checkpoints/last/meta.pt",
+        "checkpoints/final.pt",
+{% else %}
         "checkpoints/last.pt",
+{% endif %}
         "checkpoints/best.pt",
         "metrics.csv",
         "summary.json",
@@ -77,7 +85,7 @@ def test_training_writes_checkpoints_metrics_and_summary(tmp_path):
 def test_resume_mid_epoch_is_exact(tmp_path):
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
     run("--run-dir", str(straight_dir), "--ckpt-every", str(MIDDLE), "--keep-last", "9")
-    middle = straight_dir / "checkpoints" / f"step_{MIDDLE:08d}.pt"
+    middle = straight_dir / "checkpoints" / f"step_{MIDDLE:08d}{{ ext }}"
     run("--run-dir", str(resumed_dir), "--resume", str(middle))
     straight = final_weights(straight_dir)
     resumed = final_weights(resumed_dir)
@@ -89,7 +97,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
         "them from a torch generator seeded by (seed, epoch, index), with set_epoch "
         "on the training dataset: see 'Randomness in data' in README.md"
     )
-{% if ddp %}
+{% if distributed %}
 
 
 def batch_coupled_or_random() -> list[str]:
