@@ -17,6 +17,7 @@ class Feature:
     help: str  # one line, shown by `scaffold features` and `--help`
     requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
+    why_conflicts: str = ""  # the reason, said with the error
     files: tuple[str, ...] = ()  # files that exist only with this feature
 
     @property
@@ -39,6 +40,10 @@ FEATURES: tuple[Feature, ...] = (
         "fsdp",
         "Sharded training (FSDP2) under torchrun: sharded checkpoints, exact resume.",
         conflicts=("ddp", "multi-optim", "ema"),
+        why_conflicts=(
+            "--fsdp shards the model where --ddp copies it (choose one), and "
+            "it does not shard several optimizers or an average of the weights"
+        ),
     ),
     Feature(
         "amp",

@@ -70,8 +70,10 @@ class ProjectSpec:
                 )
             clashing = [c for c in feature.conflicts if c in features]
             if clashing:
+                reason = f": {feature.why_conflicts}" if feature.why_conflicts else ""
                 raise InvalidSpecError(
                     f"feature {feature_name} conflicts with {', '.join(clashing)}"
+                    + reason
                 )
         return cls(name=name, features=frozenset(features))
 
