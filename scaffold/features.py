@@ -88,3 +88,12 @@ FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 def feature_names() -> list[str]:
     """All feature names, in registry order."""
     return [f.name for f in FEATURES]
+
+
+def compatible_with(name: str) -> frozenset[str]:
+    """Every feature that can be in one project with feature `name`, itself
+    included: the largest such project (`all` with `--ddp`)."""
+    own = FEATURES_BY_NAME[name].conflicts
+    return frozenset(
+        f.name for f in FEATURES if f.name not in own and name not in f.conflicts
+    )

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.features import feature_names
+from scaffold.features import compatible_with, feature_names
 from scaffold.generate import build_project
 from scaffold.render import template_root
 from scaffold.spec import ProjectSpec
 
-# the base, every feature alone, all of them with and without multi-optim (its GAN
-# demo), and two mixes of features that share code
+# the base, every feature alone, all of them (with --ddp, and with --fsdp) with and
+# without multi-optim (its GAN demo), and two mixes of features that share code
 FEATURE_SETS = [
     set(),
     *({name} for name in feature_names()),
-    set(feature_names()) - {"multi-optim"},
-    set(feature_names()),
+    set(compatible_with("ddp")) - {"multi-optim"},
+    set(compatible_with("ddp")),
+    set(compatible_with("fsdp")),
     {"ddp", "amp"},
     {"accumulate", "clip", "early-stopping", "debug"},
 ]

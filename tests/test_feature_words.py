@@ -17,8 +17,9 @@ from scaffold.spec import ProjectSpec
 
 # Words (regular expressions, case-insensitive) that only the feature's own code uses.
 WORDS = {
-    "ddp": [r"\brank", r"\bworld", "torchrun", r"\bDDP\b", "all_reduce", "process group",
-            "collective", r"\bgloo\b", r"\bnccl\b", "distributed"],
+    "ddp": [r"\bDDP\b", "DistributedDataParallel", "no_sync", "find_unused"],
+    "fsdp": ["fsdp", "fully_shard", "DTensor", r"\bdcp\b", "MixedPrecisionPolicy",
+             "activation.checkpointing", r"\breshard"],
     "amp": ["autocast", "GradScaler", r"\bscaler", r"\bfp16\b", r"\bbf16\b", "mixed precision", "amp_dtype"],
     "clip": [r"\bclip", r"\bgrad_norm(?!/)\b"],
     "accumulate": [r"micro-?batch", r"micro-?step", "accumulat", r"\bwindow"],
@@ -31,6 +32,12 @@ WORDS = {
     "ema": [r"\bema\b", "moving average", "weight averaging"],
 }
 
+# Words of training in several processes, which --ddp and --fsdp share.
+SHARED = {
+    ("ddp", "fsdp"): [r"\brank", r"\bworld", "torchrun", "all_reduce", "process group",
+                      "collective", r"\bgloo\b", r"\bnccl\b", "distributed"],
+}
+
 
 def test_every_feature_has_its_words():
     assert set(WORDS) == set(feature_names())
@@ -40,9 +47,11 @@ def test_every_feature_has_its_words():
 def test_a_project_has_no_words_of_features_it_lacks(chosen):
     files = render_project(ProjectSpec.create("proj", set() if chosen is None else {chosen}))
     found = []
-    for feature, words in WORDS.items():
-        if feature == chosen:
+    groups = [((feature,), words) for feature, words in WORDS.items()] + list(SHARED.items())
+    for owners, words in groups:
+        if chosen in owners:
             continue
+        feature = "/".join(owners)
         for path, text in sorted(files.items()):
             lines = text.splitlines()
             for word in words:
@@ -54,6 +63,8 @@ def test_a_project_has_no_words_of_features_it_lacks(chosen):
 
 def test_the_words_are_found_where_the_feature_is():
     """The check can fail: each feature's own project uses its words."""
-    for feature, words in WORDS.items():
-        text = "\n".join(render_project(ProjectSpec.create("proj", {feature})).values())
-        assert any(re.search(word, text, re.IGNORECASE) for word in words), feature
+    groups = [((feature,), words) for feature, words in WORDS.items()] + list(SHARED.items())
+    for owners, words in groups:
+        for feature in owners:
+            text = "\n".join(render_project(ProjectSpec.create("proj", {feature})).values())
+            assert any(re.search(word, text, re.IGNORECASE) for word in words), feature

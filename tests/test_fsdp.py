@@ -17,7 +17,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY_ARGS, assert_identical, load_checkpoint, read_metrics, render, train_env
+from helpers import (
+    TINY_ARGS,
+    assert_identical,
+    load_checkpoint,
+    read_metrics,
+    render,
+    train_env,
+)
 
 torch = pytest.importorskip("torch")
 

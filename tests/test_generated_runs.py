@@ -24,11 +24,13 @@ def test_fast_dev_run_with_the_demo_model(tmp_path, features):
     assert not (project / "run").exists(), "fast-dev-run must write nothing"
 
 
-def test_fast_dev_run_of_every_feature_under_torchrun(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_fast_dev_run_of_every_feature_under_torchrun(tmp_path, strategy):
     # tests/test_feature_pairs.py runs ddp's pairs with the features left out here
-    features = ("ddp", "amp", "clip", "accumulate", "early-stopping", "slurm",
-                "tensorboard", "debug", "ema")
-    project = render(tmp_path, features, tiny=False)
+    # (tests/test_fsdp.py: fsdp's, compile); ema does not go with fsdp
+    features = ("amp", "clip", "accumulate", "early-stopping", "slurm", "tensorboard",
+                "debug", *(("ema",) if strategy == "ddp" else ()))
+    project = render(tmp_path, (strategy, *features), tiny=False)
     result = run_torchrun(project, 2, "--fast-dev-run", "--amp-dtype", "bf16",
                           "--d-model", "32", "--n-layers", "1", tiny_defaults=False)
     assert "world size 2" in result.stdout

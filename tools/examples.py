@@ -4,8 +4,8 @@
     python tools/examples.py --check   # exit 1, with a diff, if it is stale
 
 `generated_examples/` holds the project `scaffold new demo` writes (`base/`), the
-base plus each single feature (`<feature>/`), `ddp-amp/` and every feature at once
-(`all/`), each with its `.scaffold/` record; `diffs/<feature>.diff` is exactly what
+base plus each single feature (`<feature>/`), `ddp-amp/`, every feature that goes with
+`--ddp` at once (`all/`) and every feature that goes with `--fsdp` (`fsdp-all/`), each with its `.scaffold/` record; `diffs/<feature>.diff` is exactly what
 that feature adds to the base; `README.md` is an index built from
 the explanations (templates/templates/*/explanation.md). Everything is rendered from the templates of this
 checkout, so a template change shows up here as a reviewable diff. Not part of the
@@ -31,7 +31,7 @@ from scaffold.feature_diff import (  # noqa: E402
     render_example,
     unified_diff,
 )
-from scaffold.features import FEATURES  # noqa: E402
+from scaffold.features import FEATURES, compatible_with  # noqa: E402
 from scaffold.manifest import RECORD_DIR  # noqa: E402
 
 EXAMPLE_NAME = PROJECT_NAME  # every example has this name: renders differ by features
@@ -45,7 +45,9 @@ def example_sets() -> dict[str, frozenset[str]]:
     sets = {"base": frozenset()}
     sets.update({feature.name: feature_closure(feature.name) for feature in FEATURES})
     sets["ddp-amp"] = frozenset({"ddp", "amp"})
-    sets["all"] = frozenset(feature.name for feature in FEATURES)
+    # every feature that goes with --ddp; and with --fsdp, its alternative
+    sets["all"] = compatible_with("ddp")
+    sets["fsdp-all"] = compatible_with("fsdp")
     return sets
 
 

@@ -77,7 +77,7 @@ class Config:
     weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
     # checkpoints
     ckpt_every: int = option(500, "keep step_N.pt every N optimizer steps (0: off)")
-    keep_last: int = option(3, "step_N.pt files kept (last.pt and best.pt always)")
+    keep_last: int = option(3, "step_N.pt kept (last.pt and best.pt always)")
     # val_loss: every model has it (the demo's val_acc is worth a look too)
     monitor_metric: str = option("val_loss", "validation metric that picks best.pt")
     monitor_mode: str = option("min", "min | max: is a lower or higher value better")

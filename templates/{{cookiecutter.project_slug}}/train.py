@@ -166,14 +166,14 @@ from pathlib import Path
 import torch
 {% if distributed %}
 import torch.distributed as dist
+{% endif %}
+{% if ddp %}
 
 # Imported before init_process_group on purpose: its functions' default arguments
 # hold the process group that exists at import time, and DDP imports it later
 # otherwise. A group held there outlives destroy_process_group(), and gloo's
 # threads then crash the interpreter at exit (SIGABRT).
 import torch.distributed.nn
-{% endif %}
-{% if ddp %}
 from torch.nn.parallel import DistributedDataParallel as DDP
 {% endif %}
 {% if fsdp %}
@@ -2114,9 +2114,13 @@ def stop_early(run: Run) -> int:
     save_checkpoint(run, "last"){% if distributed %}  # every rank{% endif %}
 
     ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
+{% if fsdp %}
+    run.progress.print(f"stopped at step {run.state.step}: saved {ckpt_dir / 'last'}")
+{% else %}
     run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last{{ ext }}'}"
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
     )
+{% endif %}
 {% if slurm %}
     if requeue:
 {% if distributed %}

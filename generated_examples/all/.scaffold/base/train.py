@@ -143,7 +143,7 @@ class Config:
     ema_of: str = option("generator", "the sub-model to average (its attribute)")
     # checkpoints
     ckpt_every: int = option(500, "keep step_N.pt every N training steps (0: off)")
-    keep_last: int = option(3, "step_N.pt files kept (last.pt and best.pt always)")
+    keep_last: int = option(3, "step_N.pt kept (last.pt and best.pt always)")
     # val_loss: every model has it (the demo's val_acc is worth a look too)
     monitor_metric: str = option(
         "val_loss", "validation metric that picks best.pt and drives early stopping"
@@ -408,19 +408,6 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
     return world, device
 
 
-def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
-    """DDP's option that copies rank 0's buffers to every rank before each forward.
-
-    On only for BatchNorm-style running statistics, so that they do not drift
-    apart across ranks; constant buffers (tables, masks) need no copy each step.
-    A buffer of your own that training changes does: return True for it.
-    (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
-    """
-    stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
-    renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
-    return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
-
-
 def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
     """Give every rank rank 0's buffers, the ones a checkpoint saves.
 
@@ -432,6 +419,19 @@ def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
     if world.world_size > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
+    """DDP's option that copies rank 0's buffers to every rank before each forward.
+
+    On only for BatchNorm-style running statistics, so that they do not drift
+    apart across ranks; constant buffers (tables, masks) need no copy each step.
+    A buffer of your own that training changes does: return True for it.
+    (torch 2.13 renamed broadcast_buffers to forward_sync_buffers.)
+    """
+    stats = any(getattr(m, "track_running_stats", False) for m in model.modules())
+    renamed = "forward_sync_buffers" in inspect.signature(DDP).parameters
+    return {"forward_sync_buffers" if renamed else "broadcast_buffers": stats}
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
