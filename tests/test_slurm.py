@@ -82,6 +82,11 @@ def ddp_slurm_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def fsdp_slurm_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project(tmp_path_factory.mktemp("fsdp_slurm"), ["fsdp", "slurm"])
+
+
+@pytest.fixture(scope="module")
 def background() -> Iterator[ThreadPoolExecutor]:
     """Runs direct reference runs while the SLURM job they are compared with runs."""
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -188,8 +193,9 @@ def wait_for_training(cluster: SlurmCluster, job: int | str, run_dir: Path) -> N
     wait_until(cluster, job, training, "training started", 120, running=True)
 
 
-def model_weights(run_dir: Path) -> dict:
-    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+def model_weights(run_dir: Path, name: str = "last.pt") -> dict:
+    """The weights after the last step (--fsdp: final.pt; last/ holds shards)."""
+    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
 
 
 def assert_same_weights(got: dict, want: dict) -> None:
@@ -199,10 +205,15 @@ def assert_same_weights(got: dict, want: dict) -> None:
 
 
 def preempt_and_resume(
-    cluster: SlurmCluster, project: Path, env: dict, sbatch_args: list[str]
+    cluster: SlurmCluster,
+    project: Path,
+    env: dict,
+    sbatch_args: list[str],
+    last: str = "last.pt",
 ) -> tuple[Path, str]:
     """Submit, send USR1 mid-run, follow the requeued job to its end.
 
+    last: the checkpoint a stop saves (--fsdp: the directory `last`).
     Returns the job's run directory and its output.
     """
     job = sbatch(cluster, project, env, *sbatch_args, "slurm/train.sbatch", *LONG_ARGS)
@@ -221,7 +232,7 @@ def preempt_and_resume(
     resumed = re.search(r"resume: (\S+) at step (\d+)", output)
     assert stopped and resumed, output
     assert stopped[1] == resumed[2], "the requeued run must resume where it stopped"
-    assert stopped[2] == resumed[1] == f"runs/proj-{job}/checkpoints/last.pt"
+    assert stopped[2] == resumed[1] == f"runs/proj-{job}/checkpoints/{last}"
     assert 0 < int(stopped[1]) < read_summary(run_dir)["step"], output
     assert "requeue: job" in output
     return run_dir, output
@@ -268,28 +279,32 @@ def test_usr1_requeues_and_resumes_bit_identically(
 
 
 @pytest.mark.slow
-def test_usr1_requeue_with_two_ddp_tasks(
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_usr1_requeue_with_two_tasks(
     slurm_cluster: SlurmCluster,
-    ddp_slurm_project: Path,
+    request: pytest.FixtureRequest,
+    strategy: str,
     python_bin: Path,
     background: ThreadPoolExecutor,
     tmp_path: Path,
 ) -> None:
+    project = request.getfixturevalue(f"{strategy}_slurm_project")
     torchrun = background.submit(
         direct_run,
         lambda project, *args: run_torchrun(project, 2, *args),
-        ddp_slurm_project,
+        project,
         tmp_path / "direct",
         *LONG_ARGS,
     )
     env = job_env(slurm_cluster, python_bin, SLOW)
-    run_dir, output = preempt_and_resume(
-        slurm_cluster, ddp_slurm_project, env, TWO_TASKS
+    last, weights = (
+        ("last", "final.pt") if strategy == "fsdp" else ("last.pt", "last.pt")
     )
+    run_dir, output = preempt_and_resume(slurm_cluster, project, env, TWO_TASKS, last)
     assert output.count("world size 2 on cpu") == 2
 
     direct = torchrun.result()
-    assert_same_weights(model_weights(run_dir), model_weights(direct))
+    assert_same_weights(model_weights(run_dir, weights), model_weights(direct, weights))
     assert read_summary(run_dir) == read_summary(direct)
 
 
@@ -366,14 +381,16 @@ def test_sweep_runs_one_configuration_per_array_task(
     assert f"resume: {sweep_dir.relative_to(slurm_project)}/1/checkpoints/" in output
 
 
-@pytest.mark.parametrize("features", [["slurm"], ["ddp", "slurm"]], ids="+".join)
+@pytest.mark.parametrize(
+    "features", [["slurm"], ["ddp", "slurm"], ["fsdp", "slurm"]], ids="+".join
+)
 def test_sbatch_files_are_valid(
     slurm_cluster: SlurmCluster, python_bin: Path, tmp_path: Path, features: list[str]
 ) -> None:
     project = tmp_path / "proj"
     create_project(project, set(features))  # as `scaffold new` writes it
     env = job_env(slurm_cluster, python_bin)
-    resources = TWO_TASKS if "ddp" in features else SMALL
+    resources = TWO_TASKS if {"ddp", "fsdp"} & set(features) else SMALL
     for script in ("slurm/train.sbatch", "slurm/sweep.sbatch"):
         assert (project / script).stat().st_mode & 0o111 == 0o111, "not executable"
         subprocess.run(["bash", "-n", script], cwd=project, check=True)
