@@ -15,7 +15,7 @@ import itertools
 import random
 
 from scaffold.errors import InvalidSpecError
-from scaffold.features import FEATURES
+from scaffold.features import FEATURES, compatible_with
 from scaffold.spec import ProjectSpec
 
 NAMES = tuple(f.name for f in FEATURES)
@@ -73,6 +73,8 @@ def covering_sets() -> tuple[frozenset[str], ...]:
     chosen += [frozenset(pair) for pair in itertools.combinations(NAMES, 2)]
     chosen += [whole - set(pair) for pair in itertools.combinations(NAMES, 2)]
     chosen += [whole - {n} for n in NAMES] + [whole]
+    # the largest projects, where features conflict (all that go with --ddp, ...)
+    chosen += [compatible_with(n) for n in NAMES]
     chosen = [s for s in dict.fromkeys(chosen) if is_valid(s)]
     # only the combinations that some valid set makes can be asked for
     every = [tuple(zip(group, values, strict=True))

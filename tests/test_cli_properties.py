@@ -11,6 +11,7 @@ import tempfile
 from contextlib import chdir
 from pathlib import Path
 
+from feature_sets import is_valid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -82,7 +83,10 @@ def test_new_ends_in_a_project_or_one_line_and_nothing_written(parts, features):
 @SETTINGS
 @given(
     command=st.sampled_from(["add", "remove"]),
-    start=st.lists(st.sampled_from(sorted(feature_names())), max_size=2, unique=True),
+    # a project that scaffold new could make
+    start=st.lists(st.sampled_from(sorted(feature_names())), max_size=2, unique=True).filter(
+        lambda start: is_valid(frozenset(start))
+    ),
     names=st.lists(FEATURE_NAMES, min_size=1, max_size=3),
 )
 def test_add_and_remove_end_in_success_or_one_line_and_nothing_written(

@@ -21,7 +21,7 @@ from scaffold.features import FEATURES
 pytest.importorskip("torch")
 
 # every pair that can be one project (scaffold new refuses the others)
-PAIRS = [p for p in itertools.combinations([f.name for f in FEATURES], 2) if is_valid(set(p))]
+PAIRS = [p for p in itertools.combinations([f.name for f in FEATURES], 2) if is_valid(frozenset(p))]
 CONFLICTING = {frozenset((f.name, other)) for f in FEATURES for other in f.conflicts}
 SHARDS = 4  # pytest-xdist spreads them over its workers
 # the compile pairs take most of the time (torch.compile on a CPU): one per shard

@@ -718,9 +718,10 @@ def export_checkpoint(
     checkpoint_dir: str | os.PathLike, path: str | os.PathLike
 ) -> None:
     """One file from a checkpoint directory, in best.pt's format, for load_model()
-    and inference code. One process reads every rank's shards, no launcher:
+    and inference code. One process reads every rank's shards, without torchrun:
 
-        python -c "import train; train.export_checkpoint('RUN/checkpoints/last', 'x.pt')"
+        import train
+        train.export_checkpoint("runs/demo/checkpoints/last", "last.pt")
     """
     checkpoint_dir = Path(checkpoint_dir)
     meta = load_resumable(checkpoint_dir)
