@@ -530,3 +530,31 @@ def test_contract_breaker_fails_with_one_line(zoo, case):
     # before training: no optimizer step was taken
     assert not (run["run_dir"] / "checkpoints" / "last.pt").exists()
     assert "step 1/" not in run["stdout"] and "step 2/" not in run["stdout"]
+
+
+# -----------------------------------------------------------------------------
+# the zoo sharded: --fsdp on two processes trains each model as --ddp does
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["gpt", "frozen", "nometrics", "cnn"])
+def test_fsdp_on_two_processes_equals_ddp(zoo, case):
+    # Same batches, same seeds per rank (dropout), gradients averaged over the ranks
+    # by a reduce-scatter instead of an all-reduce: the weights agree up to the last
+    # bits, as two processes agree with one (DDP_ATOL). The gpt ties its embeddings
+    # (sharded together, with the root); the cnn's BatchNorm: rank 0 updates its
+    # running statistics with its own half batch under both, and both save rank 0's.
+    # (The unused branch, taken by some ranks only, cannot be sharded: see the
+    # fsdp explanation.)
+    ddp = zoo.two_ranks(case, *EXTRA.get(case, []), name="two-for-fsdp")
+    fsdp = zoo.run(case, ("fsdp",), "two", *SMALL, *DIST, *EXTRA.get(case, []),
+                   "--batch-size", str(BATCH), nproc=2)
+    assert "world size 2" in fsdp["stdout"]
+    a, b = weights(fsdp["run_dir"], "final"), weights(ddp["run_dir"])
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=DDP_ATOL), (
+            f"{case}: {name} differs by {(a[name] - b[name]).abs().max().item():.3g}"
+        )
+    summary = assert_finite_losses(fsdp["run_dir"])
+    assert summary["val_loss"] == summary["best"], summary  # best.pt is what validated

@@ -339,7 +339,8 @@ def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
 def fsdp_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules that are sharded one by one: model.fsdp_blocks() where model.py
     defines it, otherwise each direct child that holds parameters (the members of
-    a ModuleList or ModuleDict each on their own)."""
+    a ModuleList or ModuleDict each on their own) and shares none with another
+    (tied embeddings: those are sharded with the rest of the model)."""
     if hasattr(model, "fsdp_blocks"):
         return list(model.fsdp_blocks())
     blocks = []
@@ -350,7 +351,16 @@ def fsdp_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
             blocks += child
         else:
             blocks.append(child)
-    return [block for block in blocks if any(True for _ in block.parameters())]
+    holders: dict[int, int] = {}  # parameter -> how many blocks hold it
+    for block in blocks:
+        for p in block.parameters():
+            holders[id(p)] = holders.get(id(p), 0) + 1
+    return [
+        block
+        for block in blocks
+        if any(True for _ in block.parameters())
+        and all(holders[id(p)] == 1 for p in block.parameters())
+    ]
 
 
 def shard_model(
