@@ -140,6 +140,25 @@ def test_a_one_process_torchrun_run_of_the_demo_on_cuda0(tmp_path):
     assert_finite_summary(project / "runs" / "ddp", 30)
 
 
+def test_the_demo_sharded_with_bf16_on_every_gpu(tmp_path):
+    """--fsdp --amp under torchrun with nccl, one process per GPU present: bf16
+    parameters by FSDP's policy, throughput, MFU and peak memory per rank logged."""
+    project = render(tmp_path, ["fsdp", "amp"], tiny=False)
+    gpus = torch.cuda.device_count()
+    result = run_torchrun(
+        project, gpus, "--max-steps", "30", "--log-every", "10", "--ckpt-every", "15",
+        "--sanity-val-steps", "0", "--amp-dtype", "bf16", "--run-dir", "runs/fsdp",
+        tiny_defaults=False,
+    )
+    assert f"world size {gpus} on cuda:0;" in result.stdout, result.stdout
+    assert "amp: bfloat16 parameters" in result.stdout
+    run_dir = project / "runs" / "fsdp"
+    assert_finite_summary(run_dir, 30)
+    train_rows = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    assert all(float(r["peak_mem_gb"]) > 0 for r in train_rows)
+    assert (run_dir / "checkpoints" / "step_00000015" / ".metadata").is_file()
+
+
 # -----------------------------------------------------------------------------
 # every feature, alone
 
@@ -147,7 +166,7 @@ def test_a_one_process_torchrun_run_of_the_demo_on_cuda0(tmp_path):
 @pytest.mark.parametrize("feature", feature_names())
 def test_a_fast_dev_run_of_each_feature_on_cuda(tmp_path, feature):
     project = render(tmp_path, [feature], tiny=False)  # with its own demo model
-    if feature == "ddp":
+    if feature in ("ddp", "fsdp"):
         result = run_torchrun(project, 1, "--fast-dev-run", tiny_defaults=False)
         assert "world size 1 on cuda:0;" in result.stdout, result.stdout
     else:
