@@ -56,11 +56,12 @@ class MlflowServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.backend = f"sqlite:///{root / 'mlflow.db'}"
         root.mkdir(parents=True, exist_ok=True)
         self.log = (root / "server.log").open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--backend-store-uri", self.backend,
              "--artifacts-destination", str(root / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -132,7 +133,7 @@ def assert_series_hold_csv(series: dict, rows: list[dict], timing_too: bool = Tr
 
 
 @pytest.mark.slow
-def test_mlflow_server_run_equals_config_and_metrics_and_a_resume_continues_it(tmp_path, mlflow_server):
+def test_mlflow_server_run_equals_config_and_metrics_a_resume_continues_it_and_a_dead_server_warns(tmp_path, mlflow_server):
     project = render(tmp_path, ["mlflow"])
     git_snapshot(project)
     run_dir = project / "runs/ml"
@@ -193,10 +194,14 @@ def test_mlflow_server_run_equals_config_and_metrics_and_a_resume_continues_it(t
     # only what the first run logged after step_8.pt and the resume did not log again
     assert extra == {(k, STOP_AT) for k in ("val/val_loss", "val/val_acc", "test/test_loss", "test/test_acc")}
 
+    # last, as it ends the server (one server start for the whole test: ~20 s)
+    kill_the_server_mid_run(tmp_path, mlflow_server)
 
-@pytest.mark.slow
-def test_mlflow_server_killed_mid_run_warns_once_and_training_finishes(tmp_path, mlflow_server):
-    project = render_probe(tmp_path, ["mlflow"])
+
+def kill_the_server_mid_run(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """The server killed at step 8 of 32: training finishes, one warning,
+    checkpoints and metrics.csv complete."""
+    project = render_probe(tmp_path, ["mlflow"], name="killed")
     argv = [sys.executable, "train.py", *TINY_ARGS, "--run-dir", "runs/k", "--mlflow-uri", mlflow_server.uri]
     process = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=train_env({"PROBE_SLEEP": "0.05"}))
@@ -220,6 +225,10 @@ def test_mlflow_server_killed_mid_run_warns_once_and_training_finishes(tmp_path,
     assert [int(r["step"]) for r in rows if r["split"] == "val"] == [16, 32]
     assert [r["split"] for r in rows].count("test") == 1
     assert read_summary(run_dir)["step"] == 32
+    # what reached the server before it died is in its database
+    logged = MlflowClient(tracking_uri=mlflow_server.backend).get_metric_history(
+        (run_dir / "mlflow_run_id").read_text().strip(), "train/loss")
+    assert [m.step for m in logged] in ([4], [4, 8])
 
 
 # -----------------------------------------------------------------------------
