@@ -69,6 +69,14 @@ FEATURES: tuple[Feature, ...] = (
         "TensorBoard scalars via torch.utils.tensorboard (needs `tensorboard`).",
     ),
     Feature(
+        "wandb",
+        "Weights & Biases: config, metrics, summary, files; resumes its run.",
+    ),
+    Feature(
+        "mlflow",
+        "MLflow: params, metrics, summary, artifacts; resumes its run.",
+    ),
+    Feature(
         "debug",
         "Per-layer grad norms, non-finite gradient report, module shapes.",
     ),

@@ -367,6 +367,7 @@ LAUNCHER_OPTIONS = {
     "--rdzv_backend", "--rdzv_endpoint",
     "--nodes", "--signal", "--requeue", "--open-mode", "--time", "--gpus-per-node",  # sbatch
     "--logdir",  # tensorboard
+    "--backend-store-uri",  # mlflow ui
     "--no-input",  # cookiecutter
 }
 SCAFFOLD_OPTIONS = {

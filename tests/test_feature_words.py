@@ -27,6 +27,8 @@ WORDS = {
     "compile": ["torch.compile", "compile_mode", "_orig_mod", r"\bcompiled\b"],
     "slurm": ["slurm", r"\bsrun\b", "sbatch", "requeue", "scontrol"],
     "tensorboard": ["tensorboard", "SummaryWriter"],
+    "wandb": ["wandb", r"\bW&B\b", "weights & biases"],
+    "mlflow": ["mlflow", "mlruns"],
     "debug": ["non-finite gradient", "nonfinite", "layer_grad_norms", "module shapes", "on_nonfinite"],
     "multi-optim": [r"\boptimizers\b", "build_optimizers", "discriminator", r"\bGAN\b", "every_n_steps"],
     "ema": [r"\bema\b", "moving average", "weight averaging"],

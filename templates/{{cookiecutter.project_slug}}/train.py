@@ -17,11 +17,18 @@
 {% set activation_checkpointing = fsdp and not compile %}
 {% set slurm = cookiecutter.slurm == "y" %}
 {% set tensorboard = cookiecutter.tensorboard == "y" %}
+{% set wandb = cookiecutter.wandb == "y" %}
+{% set mlflow = cookiecutter.mlflow == "y" %}
 {% set debug = cookiecutter.debug == "y" %}
 {% set multi_optim = cookiecutter.multi_optim == "y" %}
 {# what --max-steps, --ckpt-every, --log-every ... count: with several optimizers,
    a training step steps every optimizer due at it #}
 {% set steps = "training steps" if multi_optim else "optimizer steps" %}
+{# where logged rows go besides metrics.csv, for docstrings #}
+{% set loggers = [] %}
+{% if tensorboard %}{% set _ = loggers.append("TensorBoard") %}{% endif %}
+{% if wandb %}{% set _ = loggers.append("W&B") %}{% endif %}
+{% if mlflow %}{% set _ = loggers.append("MLflow") %}{% endif %}
 {% if amp %}{% import "amp/train.py.jinja" as amp_code with context %}{% endif %}
 {% if clip %}{% import "clip/train.py.jinja" as clip_code with context %}{% endif %}
 {% if debug %}{% import "debug/train.py.jinja" as debug_code with context %}{% endif %}
@@ -30,6 +37,8 @@
 {% if compile %}{% import "compile/train.py.jinja" as compile_code with context %}{% endif %}
 {% if slurm %}{% import "slurm/train.py.jinja" as slurm_code with context %}{% endif %}
 {% if tensorboard %}{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}{% endif %}
+{% if wandb %}{% import "wandb/train.py.jinja" as wandb_code with context %}{% endif %}
+{% if mlflow %}{% import "mlflow/train.py.jinja" as mlflow_code with context %}{% endif %}
 {% if multi_optim %}{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}{% endif %}
 {% if distributed %}{% import "distributed/train.py.jinja" as distributed_code with context %}{% endif %}
 {% if ddp %}{% import "ddp/train.py.jinja" as ddp_code with context %}{% endif %}
@@ -134,6 +143,9 @@ import copy
 {% endif %}
 import csv
 import dataclasses
+{% if wandb or mlflow %}
+import importlib.util
+{% endif %}
 {% if ddp %}
 import inspect
 {% endif %}
@@ -311,6 +323,12 @@ class Config:
     # logging
     log_every: int = option(50, "print/log training metrics every N {{ steps }}")
     num_workers: int = option(0, "DataLoader worker processes")
+{% if wandb %}
+{{ wandb_code.config() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.config() }}{# mlflow/train.py.jinja #}
+{% endif %}
 {% if distributed %}
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
@@ -375,6 +393,12 @@ HARMLESS_CHANGES = (
 {% endif %}
 {% if activation_checkpointing %}
     "activation_checkpointing",  # memory, not numbers: the recomputation is exact
+{% endif %}
+{% if wandb %}
+{{ wandb_code.harmless() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.harmless() }}{# mlflow/train.py.jinja #}
 {% endif %}
 )
 
@@ -492,6 +516,9 @@ def parse_config(argv=None) -> Config:
 {% endif %}
 {% if ema %}
 {{ ema_code.checks() }}{# ema/train.py.jinja #}
+{% endif %}
+{% if wandb %}
+{{ wandb_code.checks() }}{# wandb/train.py.jinja #}
 {% endif %}
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
@@ -949,11 +976,24 @@ class CsvLog:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         self.rows: list[dict] = []
+{% if wandb or mlflow %}
+        # (step, split) of the rows dropped: an experiment tracker got them before
+        # the stop and cannot take them back, so it is not sent them again
+        self.dropped: set[tuple[int, str]] = set()
+        if path.exists() and resume_step is not None:
+            with path.open(newline="") as f:
+                for r in csv.DictReader(f):
+                    if int(r["step"]) <= resume_step:
+                        self.rows.append(r)
+                    else:
+                        self.dropped.add((int(r["step"]), r["split"]))
+{% else %}
         if path.exists() and resume_step is not None:
             with path.open(newline="") as f:
                 self.rows = [
                     r for r in csv.DictReader(f) if int(r["step"]) <= resume_step
                 ]
+{% endif %}
         self.fields = ["step", "epoch", "split"]
         for row in self.rows:
             self.fields += [k for k in row if k not in self.fields]
@@ -1181,6 +1221,12 @@ class TrainState:
 {% if early_stopping %}
     bad_validations: int = 0  # validations in a row without improvement
 {% endif %}
+{% if wandb %}
+{{ wandb_code.state() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.state() }}{# mlflow/train.py.jinja #}
+{% endif %}
 
     def epoch_of_step(self) -> int:
         """The 0-based epoch that the current step belongs to (metrics.csv's
@@ -1308,6 +1354,12 @@ class Run:
 {% if tensorboard %}
     tb: object | None = None  # a SummaryWriter, when tensorboard is installed
 {% endif %}
+{% if wandb %}
+    wandb: "WandbLog | None" = None  # the W&B run, while it works
+{% endif %}
+{% if mlflow %}
+    mlflow: "MlflowLog | None" = None  # the MLflow run, while it works
+{% endif %}
     meter: Meter = field(default_factory=Meter)
     lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
 {% if debug %}
@@ -1322,6 +1374,15 @@ class Run:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
+{% if wandb or mlflow %}
+    # a missing tracker package stops here, in one line, before anything is built
+{% endif %}
+{% if wandb %}
+{{ wandb_code.require() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.require() }}{# mlflow/train.py.jinja #}
+{% endif %}
 {% if distributed %}
     # Before the process group forms, so that every rank has read config.json
     # before rank 0 (in open_logs, after the rendezvous) writes the new one.
@@ -1683,7 +1744,10 @@ def resume(run: Run) -> None:
 
 
 def open_logs(run: Run) -> None:
-{% if tensorboard %}
+{% if wandb or mlflow %}
+    """config.json, command.txt, a snapshot of the code, metrics.csv (continued
+    after the resumed step), {{ loggers | join(", ") }}, and what is about to train."""
+{% elif tensorboard %}
     """config.json, command.txt, a snapshot of the code, metrics.csv and TensorBoard
     (continued after the resumed step), and what is about to train."""
 {% else %}
@@ -1703,6 +1767,12 @@ def open_logs(run: Run) -> None:
         run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
 {% if tensorboard %}
         run.tb = open_tensorboard(run_dir / "tensorboard", resumed_step or 0)
+{% endif %}
+{% if wandb %}
+{{ wandb_code.open_logs() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.open_logs() }}{# mlflow/train.py.jinja #}
 {% endif %}
     progress.print(f"rerun with: {run.command}")
     progress.print(model_summary(run.raw_model))
@@ -1732,7 +1802,10 @@ def open_logs(run: Run) -> None:
 
 
 def log_row(run: Run, row: dict) -> None:
-{% if tensorboard %}
+{% if wandb or mlflow %}
+    """One row of metrics.csv, sent to {{ loggers | join(", ") }} too (if this process
+    writes): the one place every logged number passes."""
+{% elif tensorboard %}
     """One row of metrics.csv, its numbers as TensorBoard scalars too (if this
     process writes)."""
 {% else %}
@@ -1742,6 +1815,12 @@ def log_row(run: Run, row: dict) -> None:
         run.csv.log(row)
 {% if tensorboard %}
 {{ tensorboard_code.log_row() }}{# tensorboard/train.py.jinja #}
+{% endif %}
+{% if wandb %}
+{{ wandb_code.log_row() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.log_row() }}{# mlflow/train.py.jinja #}
 {% endif %}
 
 
@@ -2354,6 +2433,12 @@ def finish(run: Run) -> None:
         if run.tb is not None:
             run.tb.close()
 {% endif %}
+{% if wandb %}
+{{ wandb_code.finish() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.finish() }}{# mlflow/train.py.jinja #}
+{% endif %}
 
 
 {% if ema %}
@@ -2361,6 +2446,12 @@ def finish(run: Run) -> None:
 {% endif %}
 {% if tensorboard %}
 {{ tensorboard_code.functions() }}{# tensorboard/train.py.jinja #}
+{% endif %}
+{% if wandb %}
+{{ wandb_code.functions() }}{# wandb/train.py.jinja #}
+{% endif %}
+{% if mlflow %}
+{{ mlflow_code.functions() }}{# mlflow/train.py.jinja #}
 {% endif %}
 if __name__ == "__main__":
     sys.exit(main())

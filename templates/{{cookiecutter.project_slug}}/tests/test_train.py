@@ -31,6 +31,9 @@ SHORT = (
 {% if accumulate %}
     "--accumulate-steps 2 "
 {% endif %}
+{% if cookiecutter.wandb == "y" %}
+    "--wandb-mode offline "  # W&B runs of the tests stay in their run directories
+{% endif %}
     "--sanity-val-steps 0 --ckpt-every 0"
 ).split()
 {% if accumulate %}

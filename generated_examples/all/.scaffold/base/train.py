@@ -35,6 +35,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import importlib.util
 import inspect
 import json
 import math
@@ -179,6 +180,26 @@ class Config:
     # logging
     log_every: int = option(50, "print/log training metrics every N training steps")
     num_workers: int = option(0, "DataLoader worker processes")
+    wandb_project: str = option(
+        "demo",
+        "W&B project",
+    )
+    wandb_run_name: str = option("", "W&B run name (default: run_dir's name)")
+    wandb_tags: str = option("", "W&B tags, comma-separated")
+    wandb_mode: str = option(
+        "online", "W&B: online | offline (wandb sync uploads it later) | disabled"
+    )
+    mlflow_experiment: str = option(
+        "demo",
+        "MLflow experiment",
+    )
+    mlflow_run_name: str = option("", "MLflow run name (default: run_dir's name)")
+    mlflow_tags: str = option("", "MLflow tags: key=value or key, comma-separated")
+    mlflow_uri: str = option(
+        "",
+        "MLflow tracking URI, e.g. http://HOST:5000 "
+        "(default: a local store, RUN_DIR/mlruns)",
+    )
     dist_timeout_s: int = option(
         600, "seconds a collective may wait before the job fails (a dead rank)"
     )
@@ -220,6 +241,14 @@ HARMLESS_CHANGES = (
     "log_every",
     "num_workers",
     "dist_timeout_s",
+    "wandb_project",
+    "wandb_run_name",
+    "wandb_tags",
+    "wandb_mode",
+    "mlflow_experiment",
+    "mlflow_run_name",
+    "mlflow_tags",
+    "mlflow_uri",
 )
 
 
@@ -337,6 +366,10 @@ def parse_config(argv=None) -> Config:
         problems.append("--ema-every must be >= 1")
     if cfg.ema_eval not in ("both", "ema"):
         problems.append(f"--ema-eval must be both or ema, not {cfg.ema_eval!r}")
+    if cfg.wandb_mode not in ("online", "offline", "disabled"):
+        problems.append(
+            f"--wandb-mode must be online, offline or disabled, not {cfg.wandb_mode!r}"
+        )
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
     except RuntimeError:
@@ -864,11 +897,16 @@ class CsvLog:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         self.rows: list[dict] = []
+        # (step, split) of the rows dropped: an experiment tracker got them before
+        # the stop and cannot take them back, so it is not sent them again
+        self.dropped: set[tuple[int, str]] = set()
         if path.exists() and resume_step is not None:
             with path.open(newline="") as f:
-                self.rows = [
-                    r for r in csv.DictReader(f) if int(r["step"]) <= resume_step
-                ]
+                for r in csv.DictReader(f):
+                    if int(r["step"]) <= resume_step:
+                        self.rows.append(r)
+                    else:
+                        self.dropped.add((int(r["step"]), r["split"]))
         self.fields = ["step", "epoch", "split"]
         for row in self.rows:
             self.fields += [k for k in row if k not in self.fields]
@@ -1209,6 +1247,8 @@ class TrainState:
     # each optimizer's own steps, by name: the position of its LR schedule
     optimizer_steps: dict[str, int] = field(default_factory=dict)
     bad_validations: int = 0  # validations in a row without improvement
+    wandb_run_id: str = ""  # the W&B run this training logs to
+    mlflow_run_id: str = ""  # the MLflow run this training logs to
 
     def epoch_of_step(self) -> int:
         """The 0-based epoch that the current step belongs to (metrics.csv's
@@ -1284,6 +1324,8 @@ class Run:
     stopping: bool = False  # the last step is done (or early stopping decided)
     csv: CsvLog | None = None  # metrics.csv, on the writing process
     tb: object | None = None  # a SummaryWriter, when tensorboard is installed
+    wandb: "WandbLog | None" = None  # the W&B run, while it works
+    mlflow: "MlflowLog | None" = None  # the MLflow run, while it works
     meter: Meter = field(default_factory=Meter)
     lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
     layer_norms: dict[str, torch.Tensor] = field(default_factory=dict)  # to log
@@ -1294,6 +1336,13 @@ class Run:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
+    # a missing tracker package stops here, in one line, before anything is built
+    if cfg.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        sys.exit(
+            "W&B: cannot import wandb; pip install wandb (or --wandb-mode disabled)"
+        )
+    if importlib.util.find_spec("mlflow") is None:
+        sys.exit("MLflow: cannot import mlflow; pip install mlflow")
     # Before the process group forms, so that every rank has read config.json
     # before rank 0 (in open_logs, after the rendezvous) writes the new one.
     check_resumed_options(cfg)
@@ -1512,8 +1561,8 @@ def resume(run: Run) -> None:
 
 
 def open_logs(run: Run) -> None:
-    """config.json, command.txt, a snapshot of the code, metrics.csv and TensorBoard
-    (continued after the resumed step), and what is about to train."""
+    """config.json, command.txt, a snapshot of the code, metrics.csv (continued
+    after the resumed step), TensorBoard, W&B, MLflow, and what is about to train."""
     cfg, progress = run.cfg, run.progress
     run_dir = Path(cfg.run_dir)
     if run.writes:
@@ -1526,6 +1575,8 @@ def open_logs(run: Run) -> None:
         resumed_step = run.state.step if run.resumed else None
         run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
         run.tb = open_tensorboard(run_dir / "tensorboard", resumed_step or 0)
+        run.wandb = open_wandb(run, run.csv.dropped)
+        run.mlflow = open_mlflow(run, run.csv.dropped)
     progress.print(f"rerun with: {run.command}")
     progress.print(model_summary(run.raw_model))
     world = run.world
@@ -1544,14 +1595,18 @@ def open_logs(run: Run) -> None:
 
 
 def log_row(run: Run, row: dict) -> None:
-    """One row of metrics.csv, its numbers as TensorBoard scalars too (if this
-    process writes)."""
+    """One row of metrics.csv, sent to TensorBoard, W&B, MLflow too (if this process
+    writes): the one place every logged number passes."""
     if run.csv is not None:
         run.csv.log(row)
     if run.tb is not None:
         for name, value in row.items():
             if isinstance(value, float):
                 run.tb.add_scalar(f"{row['split']}/{name}", value, row["step"])
+    if run.wandb is not None:
+        run.wandb.log(row)
+    if run.mlflow is not None:
+        run.mlflow.log(row)
 
 
 def sanity_check(run: Run) -> None:
@@ -1984,6 +2039,10 @@ def finish(run: Run) -> None:
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         if run.tb is not None:
             run.tb.close()
+        if run.wandb is not None:
+            run.wandb.finish(Path(cfg.run_dir), summary)
+        if run.mlflow is not None:
+            run.mlflow.finish(Path(cfg.run_dir), summary)
 
 
 def evaluate_with_ema(
@@ -2011,6 +2070,211 @@ def open_tensorboard(log_dir: Path, purge_step: int):
         return None
     # purge_step drops events a crashed run logged after its last checkpoint
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)
+
+
+class WandbLog:
+    """The W&B run of this training (on the process that writes metrics.csv).
+
+    A resumed training appends to the W&B run it began (its id is in every
+    checkpoint and in RUN_DIR/wandb_run_id). Once started, a failure of wandb is
+    one warning and W&B is switched off: training goes on without it.
+    """
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        # imported here: a project run with --wandb-mode disabled never loads it
+        import wandb
+
+        cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
+        self.progress = run.progress
+        self.logged = logged  # rows W&B has from before a resume: not again
+        self.failed = False
+        self.run = wandb.init(
+            project=cfg.wandb_project,
+            name=cfg.wandb_run_name or run_dir.resolve().name,
+            tags=[tag.strip() for tag in cfg.wandb_tags.split(",") if tag.strip()],
+            config=dataclasses.asdict(cfg),
+            dir=run_dir,
+            mode=cfg.wandb_mode,
+            id=run.state.wandb_run_id or None,
+            resume="allow" if run.state.wandb_run_id else None,
+        )
+        run.state.wandb_run_id = self.run.id
+        (run_dir / "wandb_run_id").write_text(self.run.id + "\n")
+        # the optimizer step is the x axis, not W&B's count of log calls: a
+        # validation row shares its step with a training row
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        # the code snapshot and the options, as files of the W&B run
+        self.save_files(
+            run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
+        )
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless W&B failed before; a failure warns once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever wandb raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"W&B: {type(exc).__name__}: {exc}; "
+                "W&B switched off, training goes on (metrics.csv has every row)"
+            )
+
+    def save_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
+        """Copies of the run's files among the W&B run's files (copies: a resume
+        rewrites config.json)."""
+        for name in names:
+            if (run_dir / name).is_file():
+                self.call(shutil.copy, run_dir / name, Path(self.run.dir) / name)
+
+    def log(self, row: dict) -> None:
+        if (row["step"], row["split"]) in self.logged:
+            return
+        values = {
+            f"{row['split']}/{k}": v for k, v in row.items() if isinstance(v, float)
+        }
+        self.call(self.run.log, {"step": row["step"], **values})
+
+    def finish(self, run_dir: Path, summary: dict) -> None:
+        self.call(
+            self.run.summary.update, {f"summary/{k}": v for k, v in summary.items()}
+        )
+        self.save_files(run_dir, ("summary.json",))
+        self.call(self.run.finish)
+
+
+def open_wandb(run: Run, logged: set[tuple[int, str]]) -> WandbLog | None:
+    """This training's W&B run, or None (and one line) if W&B cannot start."""
+    if run.cfg.wandb_mode == "disabled":
+        return None
+    try:
+        return WandbLog(run, logged)
+    except Exception as exc:  # no network, no login: train without W&B
+        run.progress.print(
+            f"W&B: cannot start a run ({type(exc).__name__}: {exc}); "
+            "training without W&B (metrics.csv has every row)"
+        )
+        return None
+
+
+class MlflowLog:
+    """The MLflow run of this training (on the process that writes metrics.csv).
+
+    A resumed training appends to the MLflow run it began (its id is in every
+    checkpoint and in RUN_DIR/mlflow_run_id). Once started, a failure of MLflow
+    (the server gone) is one warning and MLflow is switched off: training goes on
+    without it.
+    """
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        # MLflow retries a failed request for minutes by default, which would hold
+        # training up at every log once the server is gone (yours win if set)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # imported here: loading mlflow takes seconds, paid by this process only
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
+
+        cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
+        self.progress = run.progress
+        self.logged = logged  # rows MLflow has from before a resume: not again
+        self.failed = False
+        self.metric = Metric
+        uri, artifacts = cfg.mlflow_uri, None
+        if not uri:
+            # a store in the run directory: works with no server
+            store = (run_dir / "mlruns").resolve()
+            store.mkdir(exist_ok=True)
+            uri, artifacts = f"sqlite:///{store}/mlflow.db", (store / "artifacts")
+        self.client = MlflowClient(tracking_uri=uri)
+        if run.state.mlflow_run_id:
+            self.run_id = run.state.mlflow_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            name = cfg.mlflow_experiment
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                location = artifacts.as_uri() if artifacts else None
+                experiment_id = self.client.create_experiment(name, location)
+            else:
+                experiment_id = experiment.experiment_id
+            tags = {}
+            for tag in cfg.mlflow_tags.split(","):
+                key, _, value = tag.partition("=")
+                if key.strip():
+                    tags[key.strip()] = value.strip()
+            self.run_id = self.client.create_run(
+                experiment_id,
+                run_name=cfg.mlflow_run_name or run_dir.resolve().name,
+                tags=tags,
+            ).info.run_id
+            # The options, as the run's parameters. MLflow keeps a parameter's
+            # first value: a resume leaves them, and its config.json (an
+            # artifact) holds the options it changed.
+            params = [Param(k, str(v)) for k, v in dataclasses.asdict(cfg).items()]
+            for start in range(0, len(params), 100):  # at most 100 in one request
+                self.client.log_batch(self.run_id, params=params[start : start + 100])
+        run.state.mlflow_run_id = self.run_id
+        (run_dir / "mlflow_run_id").write_text(self.run_id + "\n")
+        # the code snapshot and the options, as the run's artifacts
+        self.log_files(
+            run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
+        )
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless MLflow failed before; a failure warns
+        once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever mlflow raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"MLflow: {type(exc).__name__}: {exc}; "
+                "MLflow switched off, training goes on (metrics.csv has every row)"
+            )
+
+    def log_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
+        for name in names:
+            if (run_dir / name).is_file():
+                self.call(self.client.log_artifact, self.run_id, str(run_dir / name))
+
+    def log(self, row: dict) -> None:
+        if (row["step"], row["split"]) in self.logged:
+            return
+        now = int(time.time() * 1000)
+        metrics = [
+            self.metric(f"{row['split']}/{k}", v, now, row["step"])
+            for k, v in row.items()
+            if isinstance(v, float)
+        ]
+        self.call(self.client.log_batch, self.run_id, metrics=metrics)
+
+    def finish(self, run_dir: Path, summary: dict) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            self.metric(f"summary/{k}", v, now, summary["step"])
+            for k, v in summary.items()
+            if isinstance(v, float)
+        ]
+        self.call(self.client.log_batch, self.run_id, metrics=metrics)
+        self.log_files(run_dir, ("summary.json",))
+        self.call(self.client.set_terminated, self.run_id, "FINISHED")
+
+
+def open_mlflow(run: Run, logged: set[tuple[int, str]]) -> MlflowLog | None:
+    """This training's MLflow run, or None (and one line) if MLflow cannot start."""
+    try:
+        return MlflowLog(run, logged)
+    except Exception as exc:  # no server at --mlflow-uri: train without MLflow
+        run.progress.print(
+            f"MLflow: cannot start a run ({type(exc).__name__}: {exc}); "
+            "training without MLflow (metrics.csv has every row)"
+        )
+        return None
 
 
 if __name__ == "__main__":

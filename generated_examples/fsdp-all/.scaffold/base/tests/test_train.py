@@ -24,6 +24,7 @@ SHORT = (
     "--batch-size 8 --limit-train-batches 4 --limit-val-batches 2 "
     "--limit-test-batches 2 --max-epochs 2 --warmup-steps 2 --log-every 2 "
     "--accumulate-steps 2 "
+    "--wandb-mode offline "  # W&B runs of the tests stay in their run directories
     "--sanity-val-steps 0 --ckpt-every 0"
 ).split()
 # 2 steps an epoch (2 micro-batches each): step 1 ends in the middle of the first

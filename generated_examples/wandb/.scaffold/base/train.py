@@ -1,0 +1,1364 @@
+"""Train demo: an explicit PyTorch training loop you own.
+
+The model and data live in model.py and data.py; this file is the loop. Every
+option below is a field of `Config` and a command-line flag.
+
+Run on one process (CPU, or the first GPU):
+
+    python train.py
+    python train.py --max-epochs 5 --lr 1e-3 --run-dir runs/exp1
+    python train.py --resume auto --run-dir runs/exp1   # continue where it stopped
+    python train.py --fast-dev-run                      # two batches, writes nothing
+"""
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
+
+from data import build_datasets
+from model import build_model, compute_loss
+
+
+def option(default, help):
+    """A Config field with its command-line help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # run
+    run_dir: str = option(
+        "runs/demo",
+        "checkpoints, metrics.csv, config.json, summary.json go here",
+    )
+    resume: str = option("", "checkpoint to resume from; 'auto': newest in run_dir")
+    resume_anyway: bool = option(
+        False, "resume although run_dir/config.json differs in what changes training"
+    )
+    seed: int = option(1337, "seeds model init, shuffling and dropout")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    deterministic: bool = option(False, "use deterministic algorithms (slower on GPU)")
+    tf32: bool = option(True, "CUDA: float32 matmuls on TF32 tensor cores")
+    # length of training: whichever limit comes first ends it
+    max_epochs: int = option(10, "stop after this many epochs")
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1: no limit)")
+    min_epochs: int = option(0, "train at least this many epochs")
+    # optimization
+    batch_size: int = option(256, "samples per batch")
+    lr: float = option(3e-3, "peak learning rate (AdamW)")
+    min_lr: float = option(3e-4, "learning rate at the end of the cosine decay")
+    schedule: str = option(
+        "cosine",
+        "cosine (linear warmup, then cosine to min_lr) | constant (warmup, then lr)",
+    )
+    warmup_steps: int = option(100, "optimizer steps of linear warmup")
+    weight_decay: float = option(0.1, "AdamW decay of matrices (biases, norms: none)")
+    # checkpoints
+    ckpt_every: int = option(500, "keep step_N.pt every N optimizer steps (0: off)")
+    keep_last: int = option(3, "step_N.pt kept (last.pt and best.pt always)")
+    # val_loss: every model has it (the demo's val_acc is worth a look too)
+    monitor_metric: str = option("val_loss", "validation metric that picks best.pt")
+    monitor_mode: str = option("min", "min | max: is a lower or higher value better")
+    # validation and test
+    val_every_epochs: int = option(1, "validate at the end of every N-th epoch")
+    val_check_interval: float = option(
+        1.0,
+        "also validate inside an epoch: a fraction of it (<1) "
+        "or every N optimizer steps (>1)",
+    )
+    sanity_val_steps: int = option(2, "validation batches before training (0: off)")
+    limit_train_batches: float = option(
+        1.0, "use this fraction (<=1.0) or number (>1) of training batches per epoch"
+    )
+    limit_val_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of validation batches"
+    )
+    limit_test_batches: float = option(
+        1.0, "fraction (<=1.0) or number (>1) of test batches"
+    )
+    # debugging
+    fast_dev_run: bool = option(False, "2 train, val and test batches; write nothing")
+    overfit_batches: int = option(0, "train and validate on the first N batches only")
+    # logging
+    log_every: int = option(50, "print/log training metrics every N optimizer steps")
+    num_workers: int = option(0, "DataLoader worker processes")
+    wandb_project: str = option(
+        "demo",
+        "W&B project",
+    )
+    wandb_run_name: str = option("", "W&B run name (default: run_dir's name)")
+    wandb_tags: str = option("", "W&B tags, comma-separated")
+    wandb_mode: str = option(
+        "online", "W&B: online | offline (wandb sync uploads it later) | disabled"
+    )
+    # model and data (read by model.py / data.py; add your own fields here)
+    n_digits: int = option(3, "digits per operand of the addition task")
+    n_train: int = option(40000, "training problems")
+    n_val: int = option(2000, "validation problems")
+    n_test: int = option(2000, "test problems")
+    data_seed: int = option(0, "seed of the problem generator (fixed data across runs)")
+    d_model: int = option(128, "transformer width")
+    n_layers: int = option(2, "transformer blocks")
+    n_heads: int = option(4, "attention heads")
+    dropout: float = option(0.0, "dropout probability")
+
+
+# The options a resumed run may change: they decide where and how a run is
+# launched, logged and checkpointed, not the numbers it trains. max_steps is here
+# because extending or cutting short a run is what resuming is for, although it
+# moves the end of the LR schedule when it is the nearer limit. A difference in
+# any other option stops a resume (see check_resumed_options).
+HARMLESS_CHANGES = (
+    "run_dir",
+    "resume",
+    "resume_anyway",
+    "max_steps",
+    "ckpt_every",
+    "keep_last",
+    "sanity_val_steps",
+    "fast_dev_run",
+    "log_every",
+    "num_workers",
+    "wandb_project",
+    "wandb_run_name",
+    "wandb_tags",
+    "wandb_mode",
+)
+
+
+def fraction_or_count(value: float, total: int) -> int:
+    """Lightning-style limits: <= 1.0 is a fraction of `total`, > 1 a count."""
+    n = int(total * value) if value <= 1.0 else int(value)
+    return max(1, min(total, n)) if total else 0
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """A Config field's type (a class, also where annotations are strings)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
+
+
+def saved_options(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The options of a run's config.json (--config), each checked to be a Config
+    field of its type: argparse converts only what the command line gives."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    if not isinstance(saved, dict):
+        parser.error(f"--config {path}: not a JSON object of options")
+    fields = {f.name: field_type(f) for f in dataclasses.fields(Config)}
+    for name, value in saved.items():
+        kind = fields.get(name)
+        if kind is None:
+            parser.error(f"--config {path}: {name} is not an option of this project")
+        # JSON writes 3.0 as 3.0 and 3 as 3: an int is a fine float, not the reverse
+        if kind is float and type(value) is int:
+            saved[name] = float(value)
+        elif type(value) is not kind:
+            parser.error(
+                f"--config {path}: {name} must be {kind.__name__}, not {value!r}"
+            )
+    return saved
+
+
+def parse_config(argv=None) -> Config:
+    """Build a Config from the command line; bad values fail here, before training."""
+    # No abbreviations: `--lr` must never quietly stand for another option.
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
+    parser.add_argument(
+        "--config",
+        default="",
+        help="a run's config.json: its options are the defaults, flags override them",
+    )
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if field_type(f) is bool:
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=f.metadata["help"],
+            )
+        else:
+            parser.add_argument(
+                flag,
+                type=field_type(f),
+                default=f.default,
+                help=f.metadata["help"] + " (default: %(default)s)",
+            )
+    # --config first: the file's options become the defaults, so that the flags
+    # given with it override them
+    config_path = parser.parse_known_args(argv)[0].config
+    if config_path:
+        parser.set_defaults(**saved_options(parser, config_path))
+    args = vars(parser.parse_args(argv))
+    del args["config"]  # where the options came from is not one of them
+    cfg = Config(**args)
+    problems = []
+    if cfg.max_steps < -1 or cfg.max_steps == 0:
+        problems.append("--max-steps must be positive (or -1 for no limit)")
+    at_least_1 = "max_epochs batch_size log_every val_every_epochs"
+    at_least_0 = "min_epochs warmup_steps ckpt_every keep_last sanity_val_steps"
+    at_least_0 += " overfit_batches num_workers"
+    positive = "limit_train_batches limit_val_batches limit_test_batches"
+    positive += " val_check_interval"
+    for names, bad, rule in (
+        (at_least_1, lambda v: v < 1, ">= 1"),
+        (at_least_0, lambda v: v < 0, ">= 0"),
+        (positive, lambda v: v <= 0, "> 0"),
+    ):
+        for name in names.split():
+            if bad(getattr(cfg, name)):
+                problems.append(f"--{name.replace('_', '-')} must be {rule}")
+    if cfg.schedule not in ("cosine", "constant"):
+        problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
+    if cfg.monitor_mode not in ("min", "max"):
+        problems.append(f"--monitor-mode must be min or max, not {cfg.monitor_mode!r}")
+    if cfg.wandb_mode not in ("online", "offline", "disabled"):
+        problems.append(
+            f"--wandb-mode must be online, offline or disabled, not {cfg.wandb_mode!r}"
+        )
+    try:
+        device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
+    except RuntimeError:
+        problems.append(f"--device {cfg.device}: not auto, cpu, cuda, cuda:N or mps")
+    else:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
+    if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_file():
+        problems.append(f"--resume {cfg.resume}: no such checkpoint file")
+    if problems:
+        parser.error("; ".join(problems))
+    return cfg
+
+
+# -----------------------------------------------------------------------------
+# processes and devices
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' takes the first GPU, then Apple's MPS, then the CPU.
+
+    A GPU becomes the current CUDA device: kernels and caches that name no index
+    go to it, also when it is not cuda:0.
+    """
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device("cuda" if name == "auto" else name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", 0)
+        torch.cuda.set_device(device)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        # the GPU this process trains on only
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# -----------------------------------------------------------------------------
+# data: shuffling is a pure function of (seed, epoch), so a resumed run sees the
+# same batches as an uninterrupted one
+
+
+class EpochSampler(Sampler):
+    """The indices of one epoch, from sample `skip` on: with shuffle in the order
+    of torch.randperm seeded with seed + epoch, otherwise in order."""
+
+    def __init__(
+        self, n: int, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0
+    ):
+        if shuffle:
+            generator = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        self.indices = order[skip:].tolist()
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def indexes_batches(dataset: Dataset) -> bool:
+    """A TensorDataset (also inside a Subset) returns a whole batch for a list of
+    indices: one indexing per batch, not batch_size __getitem__ calls and a collate."""
+    if isinstance(dataset, Subset):
+        return indexes_batches(dataset.dataset)
+    return isinstance(dataset, TensorDataset)
+
+
+def make_loader(
+    dataset: Dataset,
+    cfg: Config,
+    device: torch.device,
+    shuffle: bool,
+    epoch: int = 0,
+    skip_batches: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    skip = skip_batches * cfg.batch_size
+    sampler = EpochSampler(len(dataset), shuffle, cfg.seed, epoch, skip)
+    batching = {
+        "sampler": sampler,
+        "batch_size": cfg.batch_size,
+        "drop_last": drop_last,
+    }
+    if indexes_batches(dataset):
+        # the sampler yields lists of indices, the dataset turns each into a batch
+        batch_sampler = BatchSampler(sampler, cfg.batch_size, drop_last)
+        batching = {"sampler": batch_sampler, "batch_size": None}
+    return DataLoader(
+        dataset,
+        num_workers=cfg.num_workers,
+        # page-locked host memory: the copy to the GPU (non_blocking) then
+        # overlaps the computation instead of waiting for it
+        pin_memory=device.type == "cuda",
+        # Its own generator: creating a loader must not draw from the global RNG,
+        # which belongs to the model (dropout) and is restored on resume.
+        generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        persistent_workers=False,
+        **batching,
+    )
+
+
+def move_to(batch, device: torch.device):
+    """Tensors (also inside tuples, lists and dicts) onto `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def batch_len(batch) -> int:
+    """Samples in a batch: the length of its first tensor."""
+    while not isinstance(batch, torch.Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(batch)
+
+
+# -----------------------------------------------------------------------------
+# the contract with model.py and data.py: a mistake there is one line, at once
+
+
+class ContractError(Exception):
+    """model.py or data.py does not return what train.py relies on (see README)."""
+
+
+def describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def checked_datasets(datasets) -> tuple[Dataset, Dataset, Dataset]:
+    """build_datasets' (train, val, test): three map-style datasets."""
+    if not isinstance(datasets, (tuple, list)) or len(datasets) != 3:
+        raise ContractError(
+            "data.build_datasets must return (train, val, test) datasets, "
+            f"not {describe(datasets)}"
+        )
+    for split, dataset in zip(("train", "val", "test"), datasets):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise ContractError(
+                f"data.build_datasets: the {split} dataset ({describe(dataset)}) "
+                "needs __len__ and __getitem__, as a map-style Dataset has"
+            )
+    return tuple(datasets)
+
+
+def checked_loss(result, loss_name: str = "loss") -> tuple[torch.Tensor, dict]:
+    """compute_loss's (loss, metrics), the metrics as detached scalar tensors,
+    the loss among them as `loss_name`: every model reports its loss."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ContractError(
+            f"model.compute_loss must return (loss, metrics), not {describe(result)}"
+        )
+    loss, metrics = result
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ContractError(
+            "model.compute_loss: the loss must be a scalar tensor (the batch mean), "
+            f"not {describe(loss)}"
+        )
+    if not isinstance(metrics, dict):
+        raise ContractError(
+            f"model.compute_loss: the metrics must be a dict, not {describe(metrics)}"
+        )
+    checked = {}
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = torch.tensor(float(value), device=loss.device)
+        elif not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise ContractError(
+                f"model.compute_loss: metric {name!r} must be a number or a scalar "
+                f"tensor, not {describe(value)}"
+            )
+        checked[name] = value.detach()
+    checked[loss_name] = loss.detach()
+    return loss, checked
+
+
+# -----------------------------------------------------------------------------
+# optimization
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW that decays matrices only: decaying biases and norm gains only hurts."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {
+            "params": [p for p in params if p.dim() >= 2],
+            "weight_decay": cfg.weight_decay,
+        },
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # On CUDA the fused kernel: one launch for all parameters; on a CPU the
+    # multi-tensor (foreach) kernels, faster than a loop.
+    # Any torch.optim optimizer imports torch._dynamo when built (seconds on a
+    # slow CPU); nothing avoids it.
+    on_cuda = any(p.is_cuda for p in params)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=not on_cuda, fused=on_cuda
+    )
+
+
+def lr_at(step: int, cfg: Config, total_steps: int) -> float:
+    """Learning rate of optimizer step `step` (0-based): a pure function of the step.
+
+    Warmup starts at lr/(warmup+1), never at 0, so the first step learns.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (
+        1 + math.cos(math.pi * min(1.0, progress))
+    )
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: atomic writes, plain weights
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    # mmap: tensors are read from the file when used, so that looking up a
+    # checkpoint's step reads a few bytes, not the whole model
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def find_resumable(run_dir: Path) -> Path | None:
+    """The newest checkpoint in run_dir that loads; truncated files are skipped."""
+    ckpt_dir = run_dir / "checkpoints"
+    candidates = (
+        [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
+        if ckpt_dir.is_dir()
+        else []
+    )
+    best_step, newest = -1, None
+    for path in candidates:
+        try:
+            step = load_checkpoint(path)["step"]
+        except Exception as exc:  # a truncated or foreign file: not a candidate
+            print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
+            continue
+        if step > best_step or (step == best_step and path.name == "last.pt"):
+            best_step, newest = step, path
+    return newest
+
+
+def load_resumable(path: Path) -> dict:
+    """The checkpoint to resume from; anything else ends the run with one line."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as exc:  # not written by torch.save, or cut short
+        sys.exit(f"--resume {path}: not a readable checkpoint ({type(exc).__name__})")
+    if not isinstance(checkpoint, dict) or "train_state" not in checkpoint:
+        sys.exit(f"--resume {path}: not a checkpoint written by train.py")
+    return checkpoint
+
+
+def check_resumed_options(cfg: Config) -> None:
+    """Stop a resume whose options differ from those in run_dir/config.json in
+    one that changes training (not in HARMLESS_CHANGES): the run would go on as
+    another training than the one it began. --resume-anyway allows it."""
+    saved_path = Path(cfg.run_dir) / "config.json"
+    if not cfg.resume or cfg.resume_anyway or not saved_path.is_file():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except ValueError:
+        sys.exit(f"--resume: {saved_path} is not JSON (--resume-anyway skips it)")
+    options = dataclasses.asdict(cfg)
+    changed = []
+    for name in [*options, *(name for name in saved if name not in options)]:
+        if name in HARMLESS_CHANGES or saved.get(name, ...) == options.get(name, ...):
+            continue
+        # values as config.json writes them; "(absent)": one side lacks the option
+        old, new = (
+            json.dumps(side[name]) if name in side else "(absent)"
+            for side in (saved, options)
+        )
+        changed.append(f"{name} {old} -> {new}")
+    if changed:
+        sys.exit(
+            f"--resume: options differ from {saved_path}: {', '.join(changed)} "
+            "(--resume-anyway continues with the new ones)"
+        )
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    periodic = sorted(ckpt_dir.glob("step_*.pt"))
+    for path in periodic[: max(0, len(periodic) - keep)]:
+        path.unlink()
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
+    """Rebuild the trained model from a checkpoint, for inference."""
+    checkpoint = load_checkpoint(Path(path))
+    model = build_model(Config(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+# -----------------------------------------------------------------------------
+# logging
+
+
+class CsvLog:
+    """metrics.csv: one row per logged step and per validation, across resumes.
+
+    New metric names extend the header (the file is rewritten, which happens only
+    for the first rows). On resume, rows after the resumed step are dropped: they
+    were logged after the checkpoint and will be logged again.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        self.rows: list[dict] = []
+        # (step, split) of the rows dropped: an experiment tracker got them before
+        # the stop and cannot take them back, so it is not sent them again
+        self.dropped: set[tuple[int, str]] = set()
+        if path.exists() and resume_step is not None:
+            with path.open(newline="") as f:
+                for r in csv.DictReader(f):
+                    if int(r["step"]) <= resume_step:
+                        self.rows.append(r)
+                    else:
+                        self.dropped.add((int(r["step"]), r["split"]))
+        self.fields = ["step", "epoch", "split"]
+        for row in self.rows:
+            self.fields += [k for k in row if k not in self.fields]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def log(self, row: dict) -> None:
+        row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        self.rows.append(row)
+        if any(k not in self.fields for k in row):
+            self.fields += [k for k in row if k not in self.fields]
+            self._rewrite()
+            return
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    )
+
+
+# Dense (not sparse) peak FLOP/s for the MFU estimate: (16-bit, tf32, fp32),
+# by the exact name torch.cuda.get_device_name reports, since variants of one
+# chip differ (an H100 PCIe has 3/4 of an SXM's peak). A GPU without tf32 units
+# lists its fp32 peak twice. Add yours from its datasheet; others get no MFU.
+GPU_PEAK_FLOPS = {
+    "NVIDIA H200": (989e12, 495e12, 67e12),
+    "NVIDIA H200 NVL": (835e12, 418e12, 60e12),
+    "NVIDIA H100 80GB HBM3": (989e12, 495e12, 67e12),
+    "NVIDIA H100 NVL": (835e12, 418e12, 60e12),
+    "NVIDIA H100 PCIe": (756e12, 378e12, 51e12),
+    "NVIDIA A100-SXM4-40GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100-SXM4-80GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100-PCIE-40GB": (312e12, 156e12, 19.5e12),
+    "NVIDIA A100 80GB PCIe": (312e12, 156e12, 19.5e12),
+    "NVIDIA L40S": (362e12, 183e12, 91.6e12),
+    "NVIDIA L40": (181e12, 90.5e12, 90.5e12),
+    "NVIDIA L4": (121e12, 60e12, 30.3e12),
+    "NVIDIA A10": (125e12, 62.5e12, 31.2e12),
+    "Tesla V100-SXM2-16GB": (125e12, 15.7e12, 15.7e12),
+    "Tesla V100-SXM2-32GB": (125e12, 15.7e12, 15.7e12),
+    "Tesla V100-PCIE-16GB": (112e12, 14e12, 14e12),
+    "Tesla V100-PCIE-32GB": (112e12, 14e12, 14e12),
+    "Tesla T4": (65e12, 8.1e12, 8.1e12),
+    "NVIDIA GeForce RTX 4090": (165e12, 82.6e12, 82.6e12),
+    "NVIDIA GeForce RTX 3090": (71e12, 35.6e12, 35.6e12),
+}
+
+
+def gpu_peak_flops(
+    device: torch.device, dtype: torch.dtype, tf32: bool
+) -> float | None:
+    """This GPU's peak FLOP/s for matmuls in `dtype`, or None if it is not listed."""
+    if device.type != "cuda":
+        return None
+    peaks = GPU_PEAK_FLOPS.get(torch.cuda.get_device_name(device))
+    if peaks is None:
+        return None
+    half, tf32_peak, fp32 = peaks
+    if dtype in (torch.bfloat16, torch.float16):
+        return half
+    return tf32_peak if tf32 else fp32
+
+
+class Progress:
+    """One status line: redrawn in place on a terminal, appended otherwise."""
+
+    def __init__(self):
+        self.tty = sys.stdout.isatty()
+        self.open = False  # a status line without its newline is on the terminal
+
+    def update(self, fields: list[str]) -> None:
+        """The fields, most important first, joined by " | "."""
+        text = " | ".join(fields)
+        if not self.tty:
+            print(text, flush=True)
+            return
+        # A line longer than the terminal wraps, and redrawing it in place would
+        # leave the wrapped part behind: show the fields that fit.
+        width = shutil.get_terminal_size().columns - 1
+        while len(text) > width and len(fields) > 1:
+            fields = fields[:-1]
+            text = " | ".join(fields)
+        print(f"\r\033[K{text[:width]}", end="", flush=True)
+        self.open = True
+
+    def print(self, text: str) -> None:
+        """A permanent line (validation results, notices), above the status line."""
+        print(f"\n{text}" if self.open else text, flush=True)
+        self.open = False
+
+
+def model_summary(model: torch.nn.Module) -> str:
+    lines = [f"{'module':<24}{'params':>12}{'trainable':>12}"]
+    for name, child in model.named_children():
+        total = sum(p.numel() for p in child.parameters())
+        trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
+        lines.append(f"{name:<24}{total:>12,}{trainable:>12,}")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines.append(f"{'total':<24}{total:>12,}{trainable:>12,}")
+    return "\n".join(lines)
+
+
+def snapshot_code(run_dir: Path) -> str:
+    """Save the git commit and uncommitted diff of this project; say what was saved."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(done.stderr)
+        return done.stdout
+
+    try:
+        commit, diff = git("rev-parse", "HEAD").strip(), git("diff", "HEAD")
+    except OSError:  # no git, not a work tree, or no commit yet
+        return "code snapshot: not a git work tree (or no commit yet); nothing saved"
+    (run_dir / "git_commit.txt").write_text(commit + "\n")
+    (run_dir / "git_diff.patch").write_text(diff)
+    return f"code snapshot: commit {commit[:12]}" + (
+        " + uncommitted changes" if diff else ""
+    )
+
+
+def rerun_command(cfg: Config) -> str:
+    """The command that repeats this run: every option that differs from its
+    default, spelled out (config.json is overwritten when the run is resumed)."""
+    defaults = Config()
+    args = []
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    launch = ["python", "train.py"]
+    return shlex.join(launch + args)
+
+
+# -----------------------------------------------------------------------------
+# signals: the handlers only note a request; the loop acts on it between steps
+
+
+class Requests:
+    """Set by the signal handlers, acted on by the loop between steps."""
+
+    stop = False
+
+
+def request_stop(signum, frame) -> None:
+    Requests.stop = True
+
+
+# -----------------------------------------------------------------------------
+# the run: train() is the outline, the functions after it are its steps, and
+# `Run` is everything they share
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must restore."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # batches of this epoch already trained on
+    best: float | None = None  # best value of cfg.monitor_metric so far
+    wandb_run_id: str = ""  # the W&B run this training logs to
+
+    def epoch_of_step(self) -> int:
+        """The 0-based epoch that the current step belongs to (metrics.csv's
+        column): once an epoch's last batch is done, `epoch` counts it."""
+        if self.batch_in_epoch == 0 and self.epoch > 0:
+            return self.epoch - 1
+        return self.epoch
+
+
+class Meter:
+    """The training metrics since the last log: a sum and a count per name, kept
+    on the device (no host sync per step), and the time they took."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.started = time.perf_counter()
+        # seconds of evaluation and checkpoint writes since `started`: samples/s
+        # (and MFU) count training time only
+        self.untimed = 0.0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """Each metric's mean over the values it was given."""
+        names = sorted(self.sums)
+        totals = torch.stack([self.sums[k] for k in names])
+        # .tolist(): the one host sync of the training loop, once per log
+        return {k: v / self.counts[k] for k, v in zip(names, totals.tolist())}
+
+
+@dataclass
+class Run:
+    """What the steps of one run share: set_up() builds it, train() hands it on."""
+
+    cfg: Config
+    device: torch.device
+    progress: Progress
+    writes: bool  # checkpoints and logs are written (not under --fast-dev-run)
+    command: str  # the command that repeats this run (command.txt)
+    raw_model: torch.nn.Module  # plain weights: checkpoints and evaluation
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_set: Dataset
+    val_loader: DataLoader
+    val_batches: int
+    test_set: Dataset
+    # the length of training, in optimizer steps
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    val_interval: int  # also validate every N steps inside an epoch (0: never)
+    state: TrainState
+    resumed: bool = False
+    stopping: bool = False  # the last step is done
+    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    wandb: "WandbLog | None" = None  # the W&B run, while it works
+    meter: Meter = field(default_factory=Meter)
+    lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
+    started: float = 0.0  # when training started (for the ETA)
+    start_step: int = 0
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv)
+    # a missing tracker package stops here, in one line, before anything is built
+    if cfg.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        sys.exit(
+            "W&B: cannot import wandb; pip install wandb (or --wandb-mode disabled)"
+        )
+    check_resumed_options(cfg)  # before open_logs writes the new config.json
+    try:
+        return train(cfg, pick_device(cfg.device))
+    except ContractError as exc:
+        sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
+
+
+def train(cfg: Config, device: torch.device) -> int:
+    """The outline of a run; each step is a function below."""
+    run = set_up(cfg, device)
+    resume(run)
+    open_logs(run)
+    sanity_check(run)
+
+    run.model.train()
+    run.started, run.start_step = time.perf_counter(), run.state.step
+    run.meter = Meter()  # samples/s counts from here
+    run.stopping = run.state.step >= run.total_steps
+    while not run.stopping and run.state.epoch < cfg.max_epochs:
+        exit_code = train_epoch(run)
+        if exit_code is not None:
+            return exit_code  # a signal stopped it; last.pt resumes it
+    finish(run)
+    return 0
+
+
+def set_up(cfg: Config, device: torch.device) -> Run:
+    """Everything before the first step: signals, seeds, data, model, optimizer,
+    and the length of training."""
+    progress = Progress()
+    command = rerun_command(cfg)  # before --fast-dev-run changes cfg below
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if device.type == "cuda":
+        # TF32 keeps float32's range with a 10-bit mantissa: several times faster
+        # matmuls, and training is rarely sensitive to it (--no-tf32 if yours is)
+        torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    seed_everything(cfg.seed)
+    train_set, val_set, test_set = checked_datasets(build_datasets(cfg))
+    raw_model = build_model(cfg).to(device)
+    optimizer = build_optimizer(raw_model, cfg)
+
+    if cfg.overfit_batches:
+        # the same few batches every epoch, for training and validation
+        n_samples = cfg.overfit_batches * cfg.batch_size
+        train_set = val_set = Subset(train_set, range(min(len(train_set), n_samples)))
+    elif cfg.fast_dev_run:
+        cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
+        cfg.max_epochs, cfg.sanity_val_steps = 1, 0
+
+    model = raw_model
+
+    batches_per_epoch = fraction_or_count(
+        cfg.limit_train_batches, math.ceil(len(train_set) / cfg.batch_size)
+    )
+    steps_per_epoch = batches_per_epoch
+    total_steps = cfg.max_epochs * steps_per_epoch
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    if cfg.val_check_interval > 1:
+        val_interval = int(cfg.val_check_interval)
+    elif cfg.val_check_interval < 1:
+        val_interval = max(1, round(cfg.val_check_interval * steps_per_epoch))
+    else:
+        val_interval = 0  # only at the end of epochs
+    val_loader = make_loader(val_set, cfg, device, shuffle=False)
+    return Run(
+        cfg=cfg,
+        device=device,
+        progress=progress,
+        writes=not cfg.fast_dev_run,
+        command=command,
+        raw_model=raw_model,
+        model=model,
+        optimizer=optimizer,
+        train_set=train_set,
+        val_loader=val_loader,
+        val_batches=fraction_or_count(cfg.limit_val_batches, len(val_loader)),
+        test_set=test_set,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        val_interval=val_interval,
+        state=TrainState(),
+    )
+
+
+def resume(run: Run) -> None:
+    """Continue from --resume's checkpoint ('auto': the newest valid one in
+    run_dir): weights, optimizer, progress and RNG state."""
+    cfg = run.cfg
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    resume_path = Path(cfg.resume) if cfg.resume not in ("", "auto") else None
+    if cfg.resume == "auto":
+        resume_path = find_resumable(Path(cfg.run_dir))
+        if resume_path is None:
+            run.progress.print(
+                f"resume: no checkpoint in {ckpt_dir}; starting from scratch"
+            )
+    if resume_path is None:
+        return
+    checkpoint = load_resumable(resume_path)
+    run.raw_model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.state = TrainState(**checkpoint["train_state"])
+    run.resumed = True
+    set_rng_state(checkpoint["rng"], run.device)
+    state = run.state
+    run.progress.print(
+        f"resume: {resume_path} at step {state.step} "
+        f"(epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
+
+
+def open_logs(run: Run) -> None:
+    """config.json, command.txt, a snapshot of the code, metrics.csv (continued
+    after the resumed step), W&B, and what is about to train."""
+    cfg, progress = run.cfg, run.progress
+    run_dir = Path(cfg.run_dir)
+    if run.writes:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(
+            json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+        )
+        (run_dir / "command.txt").write_text(run.command + "\n")
+        progress.print(snapshot_code(run_dir))
+        resumed_step = run.state.step if run.resumed else None
+        run.csv = CsvLog(run_dir / "metrics.csv", resumed_step)
+        run.wandb = open_wandb(run, run.csv.dropped)
+    progress.print(f"rerun with: {run.command}")
+    progress.print(model_summary(run.raw_model))
+    progress.print(
+        f"device {run.device}; "
+        f"{run.steps_per_epoch} optimizer steps per epoch, {run.total_steps} in all"
+    )
+
+
+def log_row(run: Run, row: dict) -> None:
+    """One row of metrics.csv, sent to W&B too (if this process
+    writes): the one place every logged number passes."""
+    if run.csv is not None:
+        run.csv.log(row)
+    if run.wandb is not None:
+        run.wandb.log(row)
+
+
+def sanity_check(run: Run) -> None:
+    """A few validation batches before training (one when --sanity-val-steps is 0).
+
+    Catches evaluation bugs, and a --monitor-metric that names nothing, before
+    hours of training. Evaluation draws no random numbers, so the training RNG
+    stream is untouched.
+    """
+    cfg = run.cfg
+    sanity = evaluate(run, "val", run.val_loader, cfg.sanity_val_steps or 1)
+    if cfg.sanity_val_steps and not run.resumed:
+        run.progress.print(
+            "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
+        )
+    if cfg.monitor_metric not in sanity:
+        sys.exit(
+            f"--monitor-metric {cfg.monitor_metric}: validation reports "
+            f"{', '.join(sorted(sanity))}"
+        )
+
+
+def train_epoch(run: Run) -> int | None:
+    """The rest of the current epoch, then its validation and last.pt.
+
+    Returns an exit code when a signal stopped the run (after saving last.pt).
+    """
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
+    if hasattr(run.train_set, "set_epoch"):
+        # for augmentation drawn from a generator seeded by (seed, epoch,
+        # index): a resumed run then sees the same samples (README)
+        run.train_set.set_epoch(epoch)
+    loader = make_loader(
+        run.train_set,
+        cfg,
+        run.device,
+        shuffle=not cfg.overfit_batches,
+        epoch=epoch,
+        skip_batches=state.batch_in_epoch,
+    )
+    for i, batch in enumerate(loader, start=state.batch_in_epoch):
+        if i >= run.batches_per_epoch:
+            break
+        batch = move_to(batch, run.device)
+        train_step(run, i, batch)
+        if state.step % cfg.log_every == 0 or run.stopping:
+            log_training(run, epoch)
+
+        # validation inside the epoch, periodic checkpoints, stop requests
+        end_of_epoch = state.batch_in_epoch >= run.batches_per_epoch
+        t0 = time.perf_counter()
+        if run.val_interval and state.step % run.val_interval == 0 and not end_of_epoch:
+            validate(run)
+        if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+            save_checkpoint(run, f"step_{state.step:08d}")
+            if run.writes:
+                prune_checkpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
+        run.meter.untimed += time.perf_counter() - t0
+        if Requests.stop and not run.stopping:
+            return stop_early(run)
+        if run.stopping:
+            break
+    end_epoch(run, epoch)
+    return None
+
+
+def train_step(run: Run, i: int, batch) -> None:
+    """Batch i of the epoch: forward, backward and the optimizer step."""
+    forward_backward(run, batch)
+    run.meter.samples += batch_len(batch)
+    run.state.batch_in_epoch = i + 1
+    optimizer_step(run)
+    run.state.step += 1
+    run.stopping = run.state.step >= run.total_steps
+
+
+def forward_backward(run: Run, batch) -> None:
+    """The loss of one batch, backpropagated; its metrics go to the meter."""
+    result = compute_loss(run.model, batch)
+    loss, metrics = checked_loss(result)
+    loss.backward()
+    run.meter.add(metrics)
+
+
+def optimizer_step(run: Run) -> None:
+    """Apply the gradients (a natural place for gradient surgery)."""
+    cfg, state = run.cfg, run.state
+    lr = lr_at(state.step, cfg, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.lrs["lr"] = lr
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def log_training(run: Run, epoch: int) -> None:
+    """The progress line and a row of metrics.csv: the training metrics since the
+    last log."""
+    state, meter = run.state, run.meter
+    means = meter.means()
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FloatingPointError(
+            f"non-finite training metrics at step {state.step}: {means}"
+        )
+    elapsed = time.perf_counter() - meter.started - meter.untimed
+    samples_per_s = meter.samples / elapsed
+    row = {
+        "step": state.step,
+        "epoch": epoch,
+        "split": "train",
+        **means,
+        **run.lrs,
+        "samples_per_s": samples_per_s,
+    }
+    spent = time.perf_counter() - run.started
+    eta = spent / (state.step - run.start_step) * (run.total_steps - state.step)
+    # in order of importance: a narrow terminal shows the first ones
+    fields = [
+        f"step {state.step}/{run.total_steps}",
+        f"epoch {epoch} {state.batch_in_epoch / run.batches_per_epoch:4.0%}",
+        f"eta {format_duration(eta)}",
+    ]
+    fields += [f"{k} {v:.4f}" for k, v in means.items()]
+    fields += [f"{k} {v:.2e}" for k, v in run.lrs.items()]
+    fields.append(f"{samples_per_s:,.0f} samples/s")
+    tokens_per_sample = getattr(run.raw_model, "tokens_per_sample", None)
+    if tokens_per_sample is not None:
+        # a model of sequences can tell its tokens per sample (the demo does)
+        row["tokens_per_s"] = samples_per_s * tokens_per_sample()
+        fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
+    flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
+    dtype = torch.float32
+    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    if flops_per_sample is not None and peak_flops:
+        mfu = flops_per_sample() * samples_per_s / peak_flops
+        fields.append(f"mfu {100 * mfu:.1f}%")
+        row["mfu"] = mfu
+    if run.device.type == "cuda":
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+        fields.append(f"mem {row['peak_mem_gb']:.2f} GB")
+        torch.cuda.reset_peak_memory_stats(run.device)
+    fields.append(f"elapsed {format_duration(spent)}")
+    run.progress.update(fields)
+    log_row(run, row)
+    run.meter = Meter()
+
+
+def stop_early(run: Run) -> int:
+    """Save last.pt after a stop signal, and say how to resume."""
+    save_checkpoint(run, "last")
+    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
+    run.progress.print(
+        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
+    )
+    run.progress.print(
+        f"resume with: python train.py --resume auto --run-dir {run.cfg.run_dir}"
+    )
+    return 130
+
+
+def end_epoch(run: Run, epoch: int) -> None:
+    """After the epoch's last step (or the run's): validation and last.pt."""
+    cfg, state = run.cfg, run.state
+    t0 = time.perf_counter()
+    if state.batch_in_epoch >= run.batches_per_epoch:
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+    if (epoch + 1) % cfg.val_every_epochs == 0 or run.stopping:
+        validate(run)
+    save_checkpoint(run, "last")
+    run.meter.untimed += time.perf_counter() - t0
+
+
+@torch.no_grad()
+def evaluate(run: Run, split: str, loader: DataLoader, max_batches: int) -> dict:
+    """The mean of each metric over the samples seen, in eval mode, named after
+    the split (val_loss); a short last batch counts for its samples only."""
+    model, device = run.raw_model, run.device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=device)
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        batch = move_to(batch, device)
+        n = batch_len(batch)
+        result = compute_loss(model, batch)
+        _, metrics = checked_loss(result)
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0) + value.detach().float() * n
+        count += n
+    model.train(was_training)
+    names = sorted(sums)
+    totals = torch.stack([sums[k] for k in names] + [count])
+    *totals, seen = totals.tolist()
+    return {f"{split}_{k}": total / max(seen, 1) for k, total in zip(names, totals)}
+
+
+def validate(run: Run) -> None:
+    """Validate; log it and keep best.pt."""
+    cfg, state = run.cfg, run.state
+    metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+    run.progress.print(
+        f"step {state.step} | validation | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+    epoch = state.epoch_of_step()
+    log_row(run, {"step": state.step, "epoch": epoch, "split": "val", **metrics})
+    value = metrics[cfg.monitor_metric]
+    sign = 1 if cfg.monitor_mode == "max" else -1
+    if state.best is None or sign * (value - state.best) > 0:
+        state.best = value
+        save_checkpoint(run, "best")
+
+
+def save_checkpoint(run: Run, name: str) -> None:
+    """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
+    rng = rng_state(run.device)
+    if not run.writes:
+        return
+    state = run.state
+    checkpoint = {
+        "model": run.raw_model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "train_state": dataclasses.asdict(state),
+        "step": state.step,
+        "epoch": state.epoch,
+        "rng": rng,
+        "config": dataclasses.asdict(run.cfg),
+    }
+    atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
+
+
+def finish(run: Run) -> None:
+    """Validate and test the best checkpoint; write summary.json."""
+    cfg, state = run.cfg, run.state
+    best_path = Path(cfg.run_dir) / "checkpoints" / "best.pt"
+    if best_path.exists() and not cfg.fast_dev_run:
+        run.raw_model.load_state_dict(load_checkpoint(best_path)["model"])
+    val_metrics = evaluate(run, "val", run.val_loader, run.val_batches)
+    test_loader = make_loader(run.test_set, cfg, run.device, shuffle=False)
+    test_batches = fraction_or_count(cfg.limit_test_batches, len(test_loader))
+    test_metrics = evaluate(run, "test", test_loader, test_batches)
+    final = {**val_metrics, **test_metrics}
+    run.progress.print(
+        "final (best checkpoint) | "
+        + " | ".join(f"{k} {v:.4f}" for k, v in final.items())
+    )
+    if run.writes:
+        epoch = state.epoch_of_step()
+        log_row(
+            run, {"step": state.step, "epoch": epoch, "split": "test", **test_metrics}
+        )
+        summary = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "best": state.best,
+            **val_metrics,
+            **test_metrics,
+        }
+        summary_path = Path(cfg.run_dir) / "summary.json"
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        if run.wandb is not None:
+            run.wandb.finish(Path(cfg.run_dir), summary)
+
+
+class WandbLog:
+    """The W&B run of this training (on the process that writes metrics.csv).
+
+    A resumed training appends to the W&B run it began (its id is in every
+    checkpoint and in RUN_DIR/wandb_run_id). Once started, a failure of wandb is
+    one warning and W&B is switched off: training goes on without it.
+    """
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        # imported here: a project run with --wandb-mode disabled never loads it
+        import wandb
+
+        cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
+        self.progress = run.progress
+        self.logged = logged  # rows W&B has from before a resume: not again
+        self.failed = False
+        self.run = wandb.init(
+            project=cfg.wandb_project,
+            name=cfg.wandb_run_name or run_dir.resolve().name,
+            tags=[tag.strip() for tag in cfg.wandb_tags.split(",") if tag.strip()],
+            config=dataclasses.asdict(cfg),
+            dir=run_dir,
+            mode=cfg.wandb_mode,
+            id=run.state.wandb_run_id or None,
+            resume="allow" if run.state.wandb_run_id else None,
+        )
+        run.state.wandb_run_id = self.run.id
+        (run_dir / "wandb_run_id").write_text(self.run.id + "\n")
+        # the optimizer step is the x axis, not W&B's count of log calls: a
+        # validation row shares its step with a training row
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        # the code snapshot and the options, as files of the W&B run
+        self.save_files(
+            run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
+        )
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless W&B failed before; a failure warns once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever wandb raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"W&B: {type(exc).__name__}: {exc}; "
+                "W&B switched off, training goes on (metrics.csv has every row)"
+            )
+
+    def save_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
+        """Copies of the run's files among the W&B run's files (copies: a resume
+        rewrites config.json)."""
+        for name in names:
+            if (run_dir / name).is_file():
+                self.call(shutil.copy, run_dir / name, Path(self.run.dir) / name)
+
+    def log(self, row: dict) -> None:
+        if (row["step"], row["split"]) in self.logged:
+            return
+        values = {
+            f"{row['split']}/{k}": v for k, v in row.items() if isinstance(v, float)
+        }
+        self.call(self.run.log, {"step": row["step"], **values})
+
+    def finish(self, run_dir: Path, summary: dict) -> None:
+        self.call(
+            self.run.summary.update, {f"summary/{k}": v for k, v in summary.items()}
+        )
+        self.save_files(run_dir, ("summary.json",))
+        self.call(self.run.finish)
+
+
+def open_wandb(run: Run, logged: set[tuple[int, str]]) -> WandbLog | None:
+    """This training's W&B run, or None (and one line) if W&B cannot start."""
+    if run.cfg.wandb_mode == "disabled":
+        return None
+    try:
+        return WandbLog(run, logged)
+    except Exception as exc:  # no network, no login: train without W&B
+        run.progress.print(
+            f"W&B: cannot start a run ({type(exc).__name__}: {exc}); "
+            "training without W&B (metrics.csv has every row)"
+        )
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
