@@ -8,8 +8,8 @@ exactly as it runs alone (each writes its section with --markdown), and puts
 the sections under a header that names the machine (CPU model, cores, memory),
 the Python and torch versions, and the date. --quick runs fewer repeats and
 steps (fsdp_memory.py: 1 and 2 processes only), for trying the scripts out:
-figures from it are too noisy to quote. For quotable figures run it on a quiet machine (the load
-average is recorded in each section).
+figures from it are too noisy to quote. For quotable figures run it on a quiet
+machine (the load average is recorded in each section).
 """
 
 import argparse
