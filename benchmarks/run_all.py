@@ -2,14 +2,14 @@
 
     python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
 
-Runs cli_speed.py, loop_overhead.py, log_every.py and, where torch sees a CUDA
-GPU, gpu_demo.py one after the other, each as its own process exactly as it runs
-alone (each writes its section with --markdown), and puts the sections under a
-header that names the machine (CPU model, cores, memory), the Python and torch
-versions, and the date. --quick
-runs fewer repeats and steps, for trying the scripts out: figures from it are
-too noisy to quote. For quotable figures run it on a quiet machine (the load
-average is recorded in each section).
+Runs cli_speed.py, loop_overhead.py, log_every.py, fsdp_memory.py and, where
+torch sees a CUDA GPU, gpu_demo.py one after the other, each as its own process
+exactly as it runs alone (each writes its section with --markdown), and puts
+the sections under a header that names the machine (CPU model, cores, memory),
+the Python and torch versions, and the date. --quick runs fewer repeats and
+steps (fsdp_memory.py: 1 and 2 processes only), for trying the scripts out:
+figures from it are too noisy to quote. For quotable figures run it on a quiet
+machine (the load average is recorded in each section).
 """
 
 import argparse
@@ -28,6 +28,7 @@ FULL = {
     "loop_overhead.py": ["--repeats", "7", "--paired-repeats", "5", "--steps", "1000",
                          "--warmup", "100"],
     "log_every.py": ["--repeats", "3"],
+    "fsdp_memory.py": ["--world-sizes", "1", "2", "4"],
     "gpu_demo.py": [],
 }
 QUICK = {
@@ -35,6 +36,7 @@ QUICK = {
     "loop_overhead.py": ["--repeats", "1", "--paired-repeats", "1", "--steps", "300",
                          "--warmup", "50"],
     "log_every.py": ["--repeats", "1", "--steps", "300", "--warmup", "100"],
+    "fsdp_memory.py": ["--world-sizes", "1", "2"],
     "gpu_demo.py": ["--steps", "150", "--warmup", "50"],
 }
 NEEDS_CUDA = {"gpu_demo.py"}
