@@ -241,6 +241,67 @@ def test_fsdp_equals_ddp_on_two_processes(trained, case):
         assert max(float(r["grad_norm"]) for r in rows["fsdp"]) > CLIP_NORM  # it clipped
 
 
+@pytest.mark.slow
+def test_fsdp_accumulation_equals_the_big_batch(projects, trained):
+    # Windows of ACCUMULATE micro-batches of BATCH (the epoch's last one of 2) hold,
+    # rank by rank, exactly the samples of batches of ACCUMULATE * BATCH (the last
+    # one short alike), and the micro-batch losses are divided by the window's size:
+    # the same gradient, reduced once per step either way.
+    project = projects["fsdp"]
+    big = project / "runs" / "big-batch"
+    run([*TORCHRUN, "train.py", *COMMON, *PLAIN, "--batch-size", str(ACCUMULATE * BATCH),
+         "--run-dir", str(big)], project)
+    accumulated = trained("fsdp", "accumulate")
+    steps = load_checkpoint(big / "checkpoints" / "final.pt")["step"]
+    assert steps == load_checkpoint(accumulated / "checkpoints" / "final.pt")["step"]
+    a, b = final_weights("fsdp", accumulated), final_weights("fsdp", big)
+    for name in a:  # the fp32 budget of the test above
+        assert torch.allclose(a[name], b[name], rtol=0, atol=steps * LR * 2**-20), name
+
+
+COUNT_REDUCTIONS = '''
+"""Run train.main counting the gradient reductions (reduce-scatters) of each rank."""
+import os
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+import train
+
+calls = 0
+reduce_scatter = dist.reduce_scatter_single
+
+
+def counting(*args, **kwargs):
+    global calls
+    calls += 1
+    return reduce_scatter(*args, **kwargs)
+
+
+dist.reduce_scatter_single = counting
+code = train.main(sys.argv[1:])
+Path(f"reductions_rank{os.environ['RANK']}.txt").write_text(str(calls))
+sys.exit(code)
+'''
+
+
+@pytest.mark.slow
+def test_one_gradient_reduction_per_optimizer_step_with_accumulation(projects, tmp_path):
+    project = projects["fsdp"]
+    (project / "count_reductions.py").write_text(COUNT_REDUCTIONS)
+    run_dir = tmp_path / "counted"
+    run([*TORCHRUN, "count_reductions.py", *COMMON, *PLAIN, "--accumulate-steps",
+         str(ACCUMULATE), "--ckpt-every", "0", "--run-dir", str(run_dir)], project)
+    steps = load_checkpoint(run_dir / "checkpoints" / "final.pt")["step"]
+    micro_batches = 2 * (N_TRAIN // (2 * BATCH))
+    assert steps < micro_batches  # accumulation really happened
+    # one reduce-scatter per sharded group (2 blocks, and the root) per step
+    groups = 3
+    for rank in (0, 1):
+        assert int((project / f"reductions_rank{rank}.txt").read_text()) == groups * steps
+
+
 # -----------------------------------------------------------------------------
 # 2. exact resume on 2 processes
 
