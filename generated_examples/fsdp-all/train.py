@@ -3,6 +3,10 @@
 The model and data live in model.py and data.py; this file is the loop. Every
 option below is a field of `Config` and a command-line flag.
 
+Sharded (FSDP2): each process holds 1/N of the weights, their gradients and the
+optimizer state. Checkpoints are directories of shards, best.pt and final.pt
+whole models; export_checkpoint() makes one file of any directory.
+
 Run on one process (CPU, or the first GPU):
 
     python train.py
@@ -415,9 +419,8 @@ def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
     """Give every rank rank 0's buffers, the ones a checkpoint saves.
 
     Each rank's training forward updates its running statistics (BatchNorm's)
-    with its own batch: evaluated without this copy, the ranks
-    would each use statistics of their own, and best.pt would not score what
-    validation said it did.
+    with its own batch: evaluated without this copy, the ranks would each use
+    statistics of their own, and best.pt would not score what validation said.
     """
     if world.world_size > 1:
         for buffer in model.buffers():
@@ -762,6 +765,43 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
+def find_resumable(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory in run_dir. One that a crash cut
+    short still has its temporary name (.NAME.tmp) and is not a candidate."""
+    ckpt_dir = run_dir / "checkpoints"
+    candidates = (
+        [p for p in ckpt_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if ckpt_dir.is_dir()
+        else []
+    )
+    best_step, newest = -1, None
+    for path in candidates:
+        try:
+            step = load_checkpoint(path / "meta.pt")["step"]
+        except Exception as exc:  # a truncated or foreign file: not a candidate
+            print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
+            continue
+        if step > best_step or (step == best_step and path.name == "last"):
+            best_step, newest = step, path
+    return newest
+
+
+def load_resumable(path: Path) -> dict:
+    """A checkpoint directory's meta.pt (progress, RNG states, config); anything
+    else ends the run with one line."""
+    # .metadata: DCP's index of the shards, written once every rank wrote its own
+    if not (path / ".metadata").is_file():
+        sys.exit(f"--resume {path}: not a complete checkpoint directory")
+    path = path / "meta.pt"
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as exc:  # not written by torch.save, or cut short
+        sys.exit(f"--resume {path}: not a readable checkpoint ({type(exc).__name__})")
+    if not isinstance(checkpoint, dict) or "train_state" not in checkpoint:
+        sys.exit(f"--resume {path}: not a checkpoint written by train.py")
+    return checkpoint
+
+
 def check_resumed_options(cfg: Config) -> None:
     """Stop a resume whose options differ from those in run_dir/config.json in
     one that changes training (not in HARMLESS_CHANGES): the run would go on as
@@ -791,6 +831,12 @@ def check_resumed_options(cfg: Config) -> None:
         )
 
 
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    periodic = sorted(ckpt_dir.glob("step_*"))
+    for path in periodic[: max(0, len(periodic) - keep)]:
+        shutil.rmtree(path)  # a directory of shards
+
+
 def replace_directory(source: Path, target: Path) -> None:
     """Rename source to target, replacing target (os.replace cannot replace a
     directory that is not empty: the old one is renamed away first)."""
@@ -800,46 +846,6 @@ def replace_directory(source: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(source, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def find_resumable(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint directory in run_dir. One that a crash cut
-    short still has its temporary name (.NAME.tmp) and is not a candidate."""
-    ckpt_dir = run_dir / "checkpoints"
-    candidates = (
-        [p for p in ckpt_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if ckpt_dir.is_dir()
-        else []
-    )
-    best_step, newest = -1, None
-    for path in candidates:
-        try:
-            step = load_checkpoint(path / "meta.pt")["step"]
-        except Exception as exc:  # not a checkpoint of train.py
-            print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
-            continue
-        if step > best_step or (step == best_step and path.name == "last"):
-            best_step, newest = step, path
-    return newest
-
-
-def load_resumable(path: Path) -> dict:
-    """A checkpoint directory's meta.pt (progress, RNG states, config); anything
-    else ends the run with one line."""
-    # .metadata: DCP's index of the shards, written once every rank wrote its own
-    if not (path / ".metadata").is_file() or not (path / "meta.pt").is_file():
-        sys.exit(f"--resume {path}: not a checkpoint directory written by train.py")
-    try:
-        checkpoint = load_checkpoint(path / "meta.pt")
-    except Exception as exc:  # cut short, or not written by torch.save
-        sys.exit(f"--resume {path}: meta.pt is not readable ({type(exc).__name__})")
-    return checkpoint
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    periodic = sorted(ckpt_dir.glob("step_*"))
-    for path in periodic[: max(0, len(periodic) - keep)]:
-        shutil.rmtree(path)
 
 
 def export_checkpoint(
@@ -1712,8 +1718,8 @@ def agreed_requests(run: Run, end_of_epoch: bool) -> list[bool]:
 def stop_early(run: Run, requeue: bool) -> int:
     """Save last after a stop signal; requeue the job after SLURM's warning."""
     save_checkpoint(run, "last")  # every rank
-    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
-    run.progress.print(f"stopped at step {run.state.step}: saved {ckpt_dir / 'last'}")
+    last = Path(run.cfg.run_dir) / "checkpoints" / "last"
+    run.progress.print(f"stopped at step {run.state.step}: saved {last}")
     if requeue:
         if run.world.is_main:
             requeue_slurm_job()
@@ -1801,6 +1807,18 @@ def validate(run: Run) -> None:
         save_full_checkpoint(run, "best")  # every rank: gathers the shards
 
 
+def progress_record(run: Run) -> dict:
+    """What a checkpoint says of the run besides tensors: where it stands, and
+    its options (load_model() rebuilds the model from them)."""
+    state = run.state
+    return {
+        "train_state": dataclasses.asdict(state),
+        "step": state.step,
+        "epoch": state.epoch,
+        "config": dataclasses.asdict(run.cfg),
+    }
+
+
 def load_shards(run: Run, path: Path) -> None:
     """Every rank reads its shards of the weights and of the optimizer state,
     whatever number of ranks wrote them (DCP reshards; a collective)."""
@@ -1833,15 +1851,7 @@ def save_checkpoint(run: Run, name: str) -> None:
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
     # dcp.save returns once every rank's shards and the index are written
     if run.world.is_main:
-        state = run.state
-        meta = {
-            "train_state": dataclasses.asdict(state),
-            "step": state.step,
-            "epoch": state.epoch,
-            "rng": rng,
-            "config": dataclasses.asdict(run.cfg),
-        }
-        torch.save(meta, tmp / "meta.pt")
+        torch.save({**progress_record(run), "rng": rng}, tmp / "meta.pt")
         replace_directory(tmp, ckpt_dir / name)
 
 
@@ -1855,14 +1865,7 @@ def save_full_checkpoint(run: Run, name: str) -> None:
     )
     if not run.writes:
         return
-    state = run.state
-    checkpoint = {
-        "model": weights,
-        "train_state": dataclasses.asdict(state),
-        "step": state.step,
-        "epoch": state.epoch,
-        "config": dataclasses.asdict(run.cfg),
-    }
+    checkpoint = {"model": weights, **progress_record(run)}
     atomic_save(checkpoint, Path(run.cfg.run_dir) / "checkpoints" / f"{name}.pt")
 
 

@@ -1167,10 +1167,8 @@ def log_training(run: Run, epoch: int) -> None:
 def stop_early(run: Run, requeue: bool) -> int:
     """Save last.pt after a stop signal; requeue the job after SLURM's warning."""
     save_checkpoint(run, "last")
-    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
-    run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
-    )
+    last = Path(run.cfg.run_dir) / "checkpoints" / "last.pt"
+    run.progress.print(f"stopped at step {run.state.step}: saved {last}")
     if requeue:
         requeue_slurm_job()
         return 0

@@ -1,26 +1,26 @@
 {% set ddp = cookiecutter.ddp == "y" %}
 {% set fsdp = cookiecutter.fsdp == "y" %}
-{# several processes: --ddp or --fsdp #}
-{% set distributed = ddp or fsdp %}
 {% set ema = cookiecutter.ema == "y" %}
 {% set amp = cookiecutter.amp == "y" %}
-{# mixed precision by autocast and loss scaling; --fsdp casts by its own policy #}
-{% set autocast = amp and not fsdp %}
-{# what the resumable checkpoints are: files, or (--fsdp) directories of shards #}
-{% set ext = "" if fsdp else ".pt" %}
 {% set clip = cookiecutter.clip == "y" %}
 {% set accumulate = cookiecutter.accumulate == "y" %}
 {% set early_stopping = cookiecutter.early_stopping == "y" %}
 {% set compile = cookiecutter.compile == "y" %}
-{# --fsdp's option; not with torch.compile, whose recomputed forward differs
-   from the compiled one (torch 2.13 stops with a CheckpointError) #}
-{% set activation_checkpointing = fsdp and not compile %}
 {% set slurm = cookiecutter.slurm == "y" %}
 {% set tensorboard = cookiecutter.tensorboard == "y" %}
 {% set wandb = cookiecutter.wandb == "y" %}
 {% set mlflow = cookiecutter.mlflow == "y" %}
 {% set debug = cookiecutter.debug == "y" %}
 {% set multi_optim = cookiecutter.multi_optim == "y" %}
+{# several processes: --ddp or --fsdp #}
+{% set distributed = ddp or fsdp %}
+{# mixed precision by autocast and loss scaling; --fsdp casts by its own policy #}
+{% set autocast = amp and not fsdp %}
+{# what the resumable checkpoints are: files, or (--fsdp) directories of shards #}
+{% set ext = "" if fsdp else ".pt" %}
+{# --fsdp's option; not with torch.compile, whose recomputed forward differs
+   from the compiled one (torch 2.13 stops with a CheckpointError) #}
+{% set activation_checkpointing = fsdp and not compile %}
 {# what --max-steps, --ckpt-every, --log-every ... count: with several optimizers,
    a training step steps every optimizer due at it #}
 {% set steps = "training steps" if multi_optim else "optimizer steps" %}
@@ -109,6 +109,12 @@ steps, one after the other in the listed order.
 {% if accumulate %}
 A training step is one window of --accumulate-steps micro-batches.
 {% endif %}
+{% endif %}
+{% if fsdp %}
+
+Sharded (FSDP2): each process holds 1/N of the weights, their gradients and the
+optimizer state. Checkpoints are directories of shards, best.pt and final.pt
+whole models; export_checkpoint() makes one file of any directory.
 {% endif %}
 
 Run on one process (CPU, or the first GPU):
@@ -868,29 +874,46 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
-{% if not fsdp %}
 def find_resumable(run_dir: Path) -> Path | None:
+{% if fsdp %}
+    """The newest complete checkpoint directory in run_dir. One that a crash cut
+    short still has its temporary name (.NAME.tmp) and is not a candidate."""
+{% else %}
     """The newest checkpoint in run_dir that loads; truncated files are skipped."""
+{% endif %}
     ckpt_dir = run_dir / "checkpoints"
     candidates = (
+{% if fsdp %}
+        [p for p in ckpt_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+{% else %}
         [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
+{% endif %}
         if ckpt_dir.is_dir()
         else []
     )
     best_step, newest = -1, None
     for path in candidates:
         try:
-            step = load_checkpoint(path)["step"]
+            step = load_checkpoint({{ 'path / "meta.pt"' if fsdp else "path" }})["step"]
         except Exception as exc:  # a truncated or foreign file: not a candidate
             print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
             continue
-        if step > best_step or (step == best_step and path.name == "last.pt"):
+        if step > best_step or (step == best_step and path.name == "last{{ ext }}"):
             best_step, newest = step, path
     return newest
 
 
 def load_resumable(path: Path) -> dict:
+{% if fsdp %}
+    """A checkpoint directory's meta.pt (progress, RNG states, config); anything
+    else ends the run with one line."""
+    # .metadata: DCP's index of the shards, written once every rank wrote its own
+    if not (path / ".metadata").is_file():
+        sys.exit(f"--resume {path}: not a complete checkpoint directory")
+    path = path / "meta.pt"
+{% else %}
     """The checkpoint to resume from; anything else ends the run with one line."""
+{% endif %}
     try:
         checkpoint = load_checkpoint(path)
     except Exception as exc:  # not written by torch.save, or cut short
@@ -900,7 +923,6 @@ def load_resumable(path: Path) -> dict:
     return checkpoint
 
 
-{% endif %}
 def check_resumed_options(cfg: Config) -> None:
     """Stop a resume whose options differ from those in run_dir/config.json in
     one that changes training (not in HARMLESS_CHANGES): the run would go on as
@@ -930,15 +952,18 @@ def check_resumed_options(cfg: Config) -> None:
         )
 
 
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    periodic = sorted(ckpt_dir.glob("step_*{{ ext }}"))
+    for path in periodic[: max(0, len(periodic) - keep)]:
+{% if fsdp %}
+        shutil.rmtree(path)  # a directory of shards
+{% else %}
+        path.unlink()
+{% endif %}
+
+
 {% if fsdp %}
 {{ fsdp_code.checkpoints() }}{# fsdp/train.py.jinja #}
-{% else %}
-def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    periodic = sorted(ckpt_dir.glob("step_*.pt"))
-    for path in periodic[: max(0, len(periodic) - keep)]:
-        path.unlink()
-
-
 {% endif %}
 {% if ema %}
 def load_model(
@@ -2192,14 +2217,8 @@ def stop_early(run: Run) -> int:
 {% endif %}
     save_checkpoint(run, "last"){% if distributed %}  # every rank{% endif %}
 
-    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
-{% if fsdp %}
-    run.progress.print(f"stopped at step {run.state.step}: saved {ckpt_dir / 'last'}")
-{% else %}
-    run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
-    )
-{% endif %}
+    last = Path(run.cfg.run_dir) / "checkpoints" / "last{{ ext }}"
+    run.progress.print(f"stopped at step {run.state.step}: saved {last}")
 {% if slurm %}
     if requeue:
 {% if distributed %}

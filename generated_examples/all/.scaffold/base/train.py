@@ -1872,10 +1872,8 @@ def agreed_requests(run: Run, end_of_epoch: bool) -> list[bool]:
 def stop_early(run: Run, requeue: bool) -> int:
     """Save last.pt after a stop signal; requeue the job after SLURM's warning."""
     save_checkpoint(run, "last")  # every rank
-    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
-    run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
-    )
+    last = Path(run.cfg.run_dir) / "checkpoints" / "last.pt"
+    run.progress.print(f"stopped at step {run.state.step}: saved {last}")
     if requeue:
         if run.world.is_main:
             requeue_slurm_job()

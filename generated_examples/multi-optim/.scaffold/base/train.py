@@ -1196,10 +1196,8 @@ def log_training(run: Run, epoch: int) -> None:
 def stop_early(run: Run) -> int:
     """Save last.pt after a stop signal, and say how to resume."""
     save_checkpoint(run, "last")
-    ckpt_dir = Path(run.cfg.run_dir) / "checkpoints"
-    run.progress.print(
-        f"stopped at step {run.state.step}: saved {ckpt_dir / 'last.pt'}"
-    )
+    last = Path(run.cfg.run_dir) / "checkpoints" / "last.pt"
+    run.progress.print(f"stopped at step {run.state.step}: saved {last}")
     run.progress.print(
         f"resume with: python train.py --resume auto --run-dir {run.cfg.run_dir}"
     )
