@@ -1271,22 +1271,49 @@ def finish(run: Run) -> None:
             run.wandb.finish(Path(cfg.run_dir), summary)
 
 
-class WandbLog:
+class Tracker:
+    """What the experiment trackers share. They log on the process that writes
+    metrics.csv and skip the rows they got before a resume; once a call fails
+    (the server gone), one warning, and the tracker is switched off: training
+    goes on without it."""
+
+    name = "tracker"  # as the warning says it
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        self.progress = run.progress
+        self.logged = logged  # rows the tracker has from before a resume: not again
+        self.failed = False
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless the tracker failed before; a failure
+        warns once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever a tracker raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"{self.name}: {type(exc).__name__}: {exc}; {self.name} switched "
+                "off, training goes on (metrics.csv has every row)"
+            )
+
+
+class WandbLog(Tracker):
     """The W&B run of this training (on the process that writes metrics.csv).
 
     A resumed training appends to the W&B run it began (its id is in every
-    checkpoint and in RUN_DIR/wandb_run_id). Once started, a failure of wandb is
-    one warning and W&B is switched off: training goes on without it.
+    checkpoint and in RUN_DIR/wandb_run_id).
     """
+
+    name = "W&B"
 
     def __init__(self, run: Run, logged: set[tuple[int, str]]):
         # imported here: a project run with --wandb-mode disabled never loads it
         import wandb
 
         cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
-        self.progress = run.progress
-        self.logged = logged  # rows W&B has from before a resume: not again
-        self.failed = False
+        super().__init__(run, logged)
         self.run = wandb.init(
             project=cfg.wandb_project,
             name=cfg.wandb_run_name or run_dir.resolve().name,
@@ -1307,19 +1334,6 @@ class WandbLog:
         self.save_files(
             run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
         )
-
-    def call(self, method, *args, **kwargs) -> None:
-        """method(*args, **kwargs), unless W&B failed before; a failure warns once."""
-        if self.failed:
-            return
-        try:
-            method(*args, **kwargs)
-        except Exception as exc:  # whatever wandb raises must not stop training
-            self.failed = True
-            self.progress.print(
-                f"W&B: {type(exc).__name__}: {exc}; "
-                "W&B switched off, training goes on (metrics.csv has every row)"
-            )
 
     def save_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
         """Copies of the run's files among the W&B run's files (copies: a resume

@@ -37,6 +37,7 @@
 {% if compile %}{% import "compile/train.py.jinja" as compile_code with context %}{% endif %}
 {% if slurm %}{% import "slurm/train.py.jinja" as slurm_code with context %}{% endif %}
 {% if tensorboard %}{% import "tensorboard/train.py.jinja" as tensorboard_code with context %}{% endif %}
+{% if wandb or mlflow %}{% import "trackers/train.py.jinja" as trackers_code with context %}{% endif %}
 {% if wandb %}{% import "wandb/train.py.jinja" as wandb_code with context %}{% endif %}
 {% if mlflow %}{% import "mlflow/train.py.jinja" as mlflow_code with context %}{% endif %}
 {% if multi_optim %}{% import "multi-optim/train.py.jinja" as multi_optim_code with context %}{% endif %}
@@ -2465,6 +2466,9 @@ def finish(run: Run) -> None:
 {% endif %}
 {% if tensorboard %}
 {{ tensorboard_code.functions() }}{# tensorboard/train.py.jinja #}
+{% endif %}
+{% if wandb or mlflow %}
+{{ trackers_code.functions() }}{# trackers/train.py.jinja #}
 {% endif %}
 {% if wandb %}
 {{ wandb_code.functions() }}{# wandb/train.py.jinja #}

@@ -1934,22 +1934,49 @@ def open_tensorboard(log_dir: Path, purge_step: int):
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)
 
 
-class WandbLog:
+class Tracker:
+    """What the experiment trackers share. They log on the process that writes
+    metrics.csv and skip the rows they got before a resume; once a call fails
+    (the server gone), one warning, and the tracker is switched off: training
+    goes on without it."""
+
+    name = "tracker"  # as the warning says it
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        self.progress = run.progress
+        self.logged = logged  # rows the tracker has from before a resume: not again
+        self.failed = False
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless the tracker failed before; a failure
+        warns once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever a tracker raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"{self.name}: {type(exc).__name__}: {exc}; {self.name} switched "
+                "off, training goes on (metrics.csv has every row)"
+            )
+
+
+class WandbLog(Tracker):
     """The W&B run of this training (on the process that writes metrics.csv).
 
     A resumed training appends to the W&B run it began (its id is in every
-    checkpoint and in RUN_DIR/wandb_run_id). Once started, a failure of wandb is
-    one warning and W&B is switched off: training goes on without it.
+    checkpoint and in RUN_DIR/wandb_run_id).
     """
+
+    name = "W&B"
 
     def __init__(self, run: Run, logged: set[tuple[int, str]]):
         # imported here: a project run with --wandb-mode disabled never loads it
         import wandb
 
         cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
-        self.progress = run.progress
-        self.logged = logged  # rows W&B has from before a resume: not again
-        self.failed = False
+        super().__init__(run, logged)
         self.run = wandb.init(
             project=cfg.wandb_project,
             name=cfg.wandb_run_name or run_dir.resolve().name,
@@ -1970,19 +1997,6 @@ class WandbLog:
         self.save_files(
             run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
         )
-
-    def call(self, method, *args, **kwargs) -> None:
-        """method(*args, **kwargs), unless W&B failed before; a failure warns once."""
-        if self.failed:
-            return
-        try:
-            method(*args, **kwargs)
-        except Exception as exc:  # whatever wandb raises must not stop training
-            self.failed = True
-            self.progress.print(
-                f"W&B: {type(exc).__name__}: {exc}; "
-                "W&B switched off, training goes on (metrics.csv has every row)"
-            )
 
     def save_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
         """Copies of the run's files among the W&B run's files (copies: a resume
@@ -2021,14 +2035,14 @@ def open_wandb(run: Run, logged: set[tuple[int, str]]) -> WandbLog | None:
         return None
 
 
-class MlflowLog:
+class MlflowLog(Tracker):
     """The MLflow run of this training (on the process that writes metrics.csv).
 
     A resumed training appends to the MLflow run it began (its id is in every
-    checkpoint and in RUN_DIR/mlflow_run_id). Once started, a failure of MLflow
-    (the server gone) is one warning and MLflow is switched off: training goes on
-    without it.
+    checkpoint and in RUN_DIR/mlflow_run_id).
     """
+
+    name = "MLflow"
 
     def __init__(self, run: Run, logged: set[tuple[int, str]]):
         # MLflow retries a failed request for minutes by default, which would hold
@@ -2040,9 +2054,7 @@ class MlflowLog:
         from mlflow.tracking import MlflowClient
 
         cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
-        self.progress = run.progress
-        self.logged = logged  # rows MLflow has from before a resume: not again
-        self.failed = False
+        super().__init__(run, logged)
         self.metric = Metric
         uri, artifacts = cfg.mlflow_uri, None
         if not uri:
@@ -2084,20 +2096,6 @@ class MlflowLog:
         self.log_files(
             run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
         )
-
-    def call(self, method, *args, **kwargs) -> None:
-        """method(*args, **kwargs), unless MLflow failed before; a failure warns
-        once."""
-        if self.failed:
-            return
-        try:
-            method(*args, **kwargs)
-        except Exception as exc:  # whatever mlflow raises must not stop training
-            self.failed = True
-            self.progress.print(
-                f"MLflow: {type(exc).__name__}: {exc}; "
-                "MLflow switched off, training goes on (metrics.csv has every row)"
-            )
 
     def log_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
         for name in names:

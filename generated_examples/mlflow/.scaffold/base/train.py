@@ -1267,14 +1267,42 @@ def finish(run: Run) -> None:
             run.mlflow.finish(Path(cfg.run_dir), summary)
 
 
-class MlflowLog:
+class Tracker:
+    """What the experiment trackers share. They log on the process that writes
+    metrics.csv and skip the rows they got before a resume; once a call fails
+    (the server gone), one warning, and the tracker is switched off: training
+    goes on without it."""
+
+    name = "tracker"  # as the warning says it
+
+    def __init__(self, run: Run, logged: set[tuple[int, str]]):
+        self.progress = run.progress
+        self.logged = logged  # rows the tracker has from before a resume: not again
+        self.failed = False
+
+    def call(self, method, *args, **kwargs) -> None:
+        """method(*args, **kwargs), unless the tracker failed before; a failure
+        warns once."""
+        if self.failed:
+            return
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # whatever a tracker raises must not stop training
+            self.failed = True
+            self.progress.print(
+                f"{self.name}: {type(exc).__name__}: {exc}; {self.name} switched "
+                "off, training goes on (metrics.csv has every row)"
+            )
+
+
+class MlflowLog(Tracker):
     """The MLflow run of this training (on the process that writes metrics.csv).
 
     A resumed training appends to the MLflow run it began (its id is in every
-    checkpoint and in RUN_DIR/mlflow_run_id). Once started, a failure of MLflow
-    (the server gone) is one warning and MLflow is switched off: training goes on
-    without it.
+    checkpoint and in RUN_DIR/mlflow_run_id).
     """
+
+    name = "MLflow"
 
     def __init__(self, run: Run, logged: set[tuple[int, str]]):
         # MLflow retries a failed request for minutes by default, which would hold
@@ -1286,9 +1314,7 @@ class MlflowLog:
         from mlflow.tracking import MlflowClient
 
         cfg, run_dir = run.cfg, Path(run.cfg.run_dir)
-        self.progress = run.progress
-        self.logged = logged  # rows MLflow has from before a resume: not again
-        self.failed = False
+        super().__init__(run, logged)
         self.metric = Metric
         uri, artifacts = cfg.mlflow_uri, None
         if not uri:
@@ -1330,20 +1356,6 @@ class MlflowLog:
         self.log_files(
             run_dir, ("config.json", "command.txt", "git_commit.txt", "git_diff.patch")
         )
-
-    def call(self, method, *args, **kwargs) -> None:
-        """method(*args, **kwargs), unless MLflow failed before; a failure warns
-        once."""
-        if self.failed:
-            return
-        try:
-            method(*args, **kwargs)
-        except Exception as exc:  # whatever mlflow raises must not stop training
-            self.failed = True
-            self.progress.print(
-                f"MLflow: {type(exc).__name__}: {exc}; "
-                "MLflow switched off, training goes on (metrics.csv has every row)"
-            )
 
     def log_files(self, run_dir: Path, names: tuple[str, ...]) -> None:
         for name in names:
