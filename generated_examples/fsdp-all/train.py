@@ -2138,4 +2138,12 @@ def open_mlflow(run: Run, logged: set[tuple[int, str]]) -> MlflowLog | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # torch's DTensor caches hold the process group, and with it gloo's worker
+    # threads, until Python shuts down; a worker that frees its last tensor during
+    # that shutdown aborts the process ("terminate called without an active
+    # exception") after a run that went well. Every file is closed and the
+    # process group destroyed by now: leave without Python's shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
