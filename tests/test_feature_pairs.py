@@ -52,8 +52,10 @@ for project in sys.argv[1:]:
     finally:
         sys.path.remove(project)
     print(f"ran {project}", flush=True)
-print("\\n".join(failures), file=sys.stderr)
-sys.exit(1 if failures else 0)
+print("\\n".join(failures), file=sys.stderr, flush=True)
+# as --fsdp's train.py ends: DTensor's caches keep gloo's worker threads alive
+# into Python's shutdown, where one that frees a tensor aborts the process
+os._exit(1 if failures else 0)
 '''
 
 

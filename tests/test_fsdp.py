@@ -91,6 +91,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 RELOAD = '''
 """Set up a run, resume it from --resume, and save what was loaded as checkpoints/reloaded."""
+import os
 import sys
 
 import torch.distributed as dist
@@ -103,6 +104,7 @@ run = train.set_up(cfg, world, device)
 train.resume(run)
 train.save_checkpoint(run, "reloaded")
 dist.destroy_process_group()
+os._exit(0)  # as train.py's __main__ ends (see there)
 '''
 
 KILL_IN_WRITE = '''
@@ -126,7 +128,9 @@ def save_or_die(state, checkpoint_id):
 
 
 train.dcp.save = save_or_die
-sys.exit(train.main(sys.argv[1:]))
+code = train.main(sys.argv[1:])
+sys.stdout.flush()
+os._exit(code)  # as train.py's __main__ ends (see there)
 '''
 
 
@@ -282,7 +286,8 @@ def counting(*args, **kwargs):
 dist.reduce_scatter_single = counting
 code = train.main(sys.argv[1:])
 Path(f"reductions_rank{os.environ['RANK']}.txt").write_text(str(calls))
-sys.exit(code)
+sys.stdout.flush()
+os._exit(code)  # as train.py's __main__ ends (see there)
 '''
 
 
