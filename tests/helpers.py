@@ -146,6 +146,22 @@ def reaches_the_script(flag: str) -> bool:
     return args.training_script_args == [flag, "1"]
 
 
+# The engine comparisons (test_ddp.py, test_fsdp.py), in a project rendered with
+# --amp --clip --accumulate: every feature's effect off, then one case per feature
+# that turns it back on (later options win).
+PLAIN = ["--accumulate-steps", "1", "--clip-norm", "0", "--amp-dtype", "off"]
+
+
+def feature_cases(accumulate: int, clip_norm: float) -> dict[str, list[str]]:
+    """The options of each case, given after PLAIN."""
+    return {
+        "plain": [],
+        "accumulate": ["--accumulate-steps", str(accumulate)],
+        "clip": ["--clip-norm", str(clip_norm)],
+        "bf16": ["--amp-dtype", "bf16"],
+    }
+
+
 # resume tests: what must be bit-identical between a straight and a resumed run
 TIMING = {"samples_per_s", "tokens_per_s", "mfu", "peak_mem_gb"}  # differ between any two runs
 

@@ -24,7 +24,9 @@ from types import SimpleNamespace
 
 import pytest
 from helpers import (
+    PLAIN,
     TINY_ARGS,
+    feature_cases,
     load_checkpoint,
     read_metrics,
     read_summary,
@@ -49,14 +51,7 @@ COMMON = [
     *TINY_ARGS, "--n-train", str(N_TRAIN), "--n-val", str(N_VAL), "--n-test", str(N_TEST),
     "--ckpt-every", str(CKPT_EVERY), "--keep-last", "100", "--dist-timeout-s", "30",
 ]
-# every feature's effect off; a case turns one back on (later options win)
-PLAIN = ["--accumulate-steps", "1", "--clip-norm", "0", "--amp-dtype", "off"]
-CASES = {
-    "plain": [],
-    "accumulate": ["--accumulate-steps", str(ACCUMULATE)],
-    "clip": ["--clip-norm", str(CLIP_NORM)],
-    "bf16": ["--amp-dtype", "bf16"],
-}
+CASES = feature_cases(ACCUMULATE, CLIP_NORM)
 
 
 # -----------------------------------------------------------------------------

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    PLAIN,
     TINY_ARGS,
     assert_identical,
+    feature_cases,
     load_checkpoint,
     read_metrics,
     render,
@@ -80,13 +82,7 @@ COMMON = [
     *TINY_ARGS, "--n-train", str(N_TRAIN), "--batch-size", str(BATCH),
     "--ckpt-every", str(CKPT_EVERY), "--keep-last", "100", "--dist-timeout-s", "30",
 ]
-PLAIN = ["--accumulate-steps", "1", "--clip-norm", "0", "--amp-dtype", "off"]
-CASES = {
-    "plain": [],
-    "accumulate": ["--accumulate-steps", str(ACCUMULATE)],
-    "clip": ["--clip-norm", str(CLIP_NORM)],
-    "bf16": ["--amp-dtype", "bf16"],
-}
+CASES = feature_cases(ACCUMULATE, CLIP_NORM)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 RELOAD = '''
