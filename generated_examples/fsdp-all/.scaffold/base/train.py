@@ -1276,7 +1276,7 @@ def main(argv=None) -> int:
     check_resumed_options(cfg)
     world, device = setup_distributed(cfg)
     try:
-        return train(cfg, world, device)
+        exit_code = train(cfg, world, device)
     except ContractError as exc:
         sys.exit(str(exc))  # a mistake in model.py or data.py: one line says it
     except RuntimeError as exc:
@@ -1286,9 +1286,12 @@ def main(argv=None) -> int:
         if world.world_size > 1 and "by peer" in str(exc):
             sys.exit(f"rank {world.rank}: stopped, another rank exited (see above)")
         raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    # Only when every rank got through: destroying the group while another rank
+    # waits in a collective can hang this one before its error is printed. After
+    # an error, exiting closes the connections and the other ranks stop.
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return exit_code
 
 
 def train(cfg: Config, world: Dist, device: torch.device) -> int:
