@@ -31,6 +31,7 @@ from helpers import (
     read_metrics,
     read_summary,
     render,
+    run_torchrun,
     train_env,
 )
 
@@ -445,3 +446,26 @@ def test_overfit_batches_under_two_ranks_gives_each_rank_n_batches(project):
     # 2 optimizer steps per epoch, as in one process: not 1 (the 2 batches split
     # between the ranks)
     assert steps == [1, 2, 3, 4], steps
+
+
+# -----------------------------------------------------------------------------
+# torch alone: a project's requirements.txt installs no numpy (torch does not)
+
+
+def test_checkpoints_and_resume_under_torchrun_without_numpy(tmp_path):
+    # dist.all_gather_object and broadcast_object_list stop with "Numpy is not
+    # available" where numpy is missing; the ranks' RNG states, the resume path and
+    # the EMA travel as byte tensors instead. A numpy that fails to import stands
+    # in for one that is not installed.
+    hidden = tmp_path / "no_numpy" / "numpy"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError('numpy', name='numpy')\n")
+    env = {"PYTHONPATH": str(hidden.parent)}
+    project = render(tmp_path, ["ddp", "ema"])
+    args = ("--run-dir", "runs/bare", "--ckpt-every", "2", "--batch-size", "8")
+    run_torchrun(project, 2, *args, "--max-steps", "4", env=env)
+    resumed = run_torchrun(project, 2, *args, "--max-steps", "6", "--resume", "auto", env=env)
+    assert "resume: runs/bare/checkpoints/last.pt at step 4" in resumed.stdout
+    assert "Numpy is not available" not in resumed.stderr
+    # every rank's RNG state is in the checkpoint, as gathered
+    assert len(load_checkpoint(project / "runs/bare/checkpoints/last.pt")["rng"]) == 2

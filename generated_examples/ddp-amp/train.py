@@ -27,6 +27,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import random
 import shlex
 import shutil
@@ -333,6 +334,50 @@ def sync_buffers(model: torch.nn.Module, world: Dist) -> None:
     if world.world_size > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def as_bytes(obj, device: torch.device) -> torch.Tensor:
+    """`obj` pickled into a byte tensor on `device`, to travel in a collective.
+
+    (dist.all_gather_object and broadcast_object_list do the same, but they need
+    numpy, which torch alone does not install.)
+    """
+    return torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
+
+
+def from_bytes(data: torch.Tensor, size: int):
+    return pickle.loads(bytes(data.cpu().untyped_storage())[:size])
+
+
+def collective_device(device: torch.device) -> torch.device:
+    return device if device.type == "cuda" else torch.device("cpu")  # nccl: GPUs only
+
+
+def gather_from_ranks(obj, world: Dist, device: torch.device) -> list:
+    """Every rank's `obj` (anything pickle takes), in rank order, on every rank."""
+    on = collective_device(device)
+    data = as_bytes(obj, on)
+    sizes = [
+        torch.zeros((), dtype=torch.int64, device=on) for _ in range(world.world_size)
+    ]
+    dist.all_gather(sizes, torch.tensor(len(data), device=on))
+    padded = torch.zeros(max(int(size) for size in sizes), dtype=torch.uint8, device=on)
+    padded[: len(data)] = data
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return [from_bytes(t, int(size)) for t, size in zip(gathered, sizes)]
+
+
+def broadcast_from_rank0(obj, world: Dist, device: torch.device):
+    """Rank 0's `obj` (anything pickle takes) on every rank; the others' is ignored."""
+    on = collective_device(device)
+    data = as_bytes(obj, on) if world.is_main else None
+    size = torch.tensor(len(data) if world.is_main else 0, device=on)
+    dist.broadcast(size, src=0)
+    if not world.is_main:
+        data = torch.empty(int(size), dtype=torch.uint8, device=on)
+    dist.broadcast(data, src=0)
+    return obj if world.is_main else from_bytes(data, int(size))
 
 
 def buffer_sync(model: torch.nn.Module) -> dict[str, bool]:
@@ -1140,10 +1185,10 @@ def resume(run: Run) -> None:
     if cfg.resume == "auto":
         # rank 0 looks, and every rank resumes from the file it named (a rank
         # looking for itself could find another one while rank 0 still writes)
-        found = [find_resumable(Path(cfg.run_dir)) if run.world.is_main else None]
+        resume_path = find_resumable(Path(cfg.run_dir)) if run.world.is_main else None
         if run.world.world_size > 1:
-            dist.broadcast_object_list(found, src=0)  # every rank
-        resume_path = found[0]
+            # every rank
+            resume_path = broadcast_from_rank0(resume_path, run.world, run.device)
         if resume_path is None:
             run.progress.print(
                 f"resume: no checkpoint in {ckpt_dir}; starting from scratch"
@@ -1467,8 +1512,7 @@ def save_checkpoint(run: Run, name: str) -> None:
     gathered, a collective), rank 0 writes."""
     rng = [rng_state(run.device)]
     if run.world.world_size > 1:
-        rng = [None] * run.world.world_size
-        dist.all_gather_object(rng, rng_state(run.device))
+        rng = gather_from_ranks(rng[0], run.world, run.device)
     if not run.writes:
         return
     state = run.state

@@ -159,6 +159,9 @@ import inspect
 import json
 import math
 import os
+{% if distributed %}
+import pickle
+{% endif %}
 import random
 import shlex
 import shutil
@@ -1716,10 +1719,10 @@ def resume(run: Run) -> None:
 {% if distributed %}
         # rank 0 looks, and every rank resumes from the file it named (a rank
         # looking for itself could find another one while rank 0 still writes)
-        found = [find_resumable(Path(cfg.run_dir)) if run.world.is_main else None]
+        resume_path = find_resumable(Path(cfg.run_dir)) if run.world.is_main else None
         if run.world.world_size > 1:
-            dist.broadcast_object_list(found, src=0)  # every rank
-        resume_path = found[0]
+            # every rank
+            resume_path = broadcast_from_rank0(resume_path, run.world, run.device)
 {% else %}
         resume_path = find_resumable(Path(cfg.run_dir))
 {% endif %}
@@ -2363,8 +2366,7 @@ def save_checkpoint(run: Run, name: str) -> None:
     gathered, a collective), rank 0 writes."""
     rng = [rng_state(run.device)]
     if run.world.world_size > 1:
-        rng = [None] * run.world.world_size
-        dist.all_gather_object(rng, rng_state(run.device))
+        rng = gather_from_ranks(rng[0], run.world, run.device)
 {% else %}
     """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
     rng = rng_state(run.device)
