@@ -112,24 +112,28 @@ def render_probe(root: Path, features=(), name: str = "proj") -> Path:
     return project
 
 
-def config_options(train_py: str | ast.Module) -> list[str]:
-    """The command-line flags train.py's parse_config makes: those of its Config
-    fields, and those it adds by name (--config, which is no Config field)."""
-    tree = ast.parse(train_py) if isinstance(train_py, str) else train_py
-    config = next(node for node in tree.body
-                  if isinstance(node, ast.ClassDef) and node.name == "Config")
-    parse = next(node for node in tree.body
-                 if isinstance(node, ast.FunctionDef) and node.name == "parse_config")
-    flags = [node.args[0].value for node in ast.walk(parse)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-             and node.func.attr == "add_argument" and node.args
-             and isinstance(node.args[0], ast.Constant)]
-    for field in config.body:
-        if isinstance(field, ast.AnnAssign):
-            flag = "--" + field.target.id.replace("_", "-")
-            flags.append(flag)
-            if ast.unparse(field.annotation) == "bool":
-                flags.append("--no-" + flag[2:])
+def config_options(*sources: str | ast.Module) -> list[str]:
+    """The command-line flags of a project's Config fields, and those its parser adds
+    by name (--config, which is no Config field), from train.py and train_utils.py
+    (each the text or the parsed tree; either may be left out)."""
+    trees = [ast.parse(s) if isinstance(s, str) else s for s in sources]
+    flags = []
+    for tree in trees:
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name in ("parse_config",
+                                                                   "parse_dataclass"):
+                flags += [call.args[0].value for call in ast.walk(node)
+                          if isinstance(call, ast.Call)
+                          and isinstance(call.func, ast.Attribute)
+                          and call.func.attr == "add_argument" and call.args
+                          and isinstance(call.args[0], ast.Constant)]
+            if isinstance(node, ast.ClassDef) and node.name == "Config":
+                for field in node.body:
+                    if isinstance(field, ast.AnnAssign):
+                        flag = "--" + field.target.id.replace("_", "-")
+                        flags.append(flag)
+                        if ast.unparse(field.annotation) == "bool":
+                            flags.append("--no-" + flag[2:])
     return flags
 
 

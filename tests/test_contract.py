@@ -108,5 +108,6 @@ def test_the_options_read_from_config_are_those_train_py_help_lists(tmp_path, fe
                             capture_output=True, text=True, check=True)
     listed = {word.strip(",[]") for word in result.stdout.split() if word.startswith(("--", "[--"))}
     listed.discard("--help")
-    assert listed == set(config_options((project / "train.py").read_text()))
+    assert listed == set(config_options(*((project / name).read_text()
+                                                 for name in ("train.py", "train_utils.py"))))
     assert len(listed) > 30

@@ -381,7 +381,8 @@ def test_every_option_a_readme_names_exists(readme):
     # with --no-X of each bool; of any example (--activation-checkpointing is not
     # in the largest --fsdp project, which has --compile)
     train_options = {option for features in example_sets().values()
-                     for option in config_options(render_example(features)["train.py"])}
+                     for option in config_options(*(render_example(features)[name]
+                                                      for name in ("train.py", "train_utils.py")))}
     feature_flags = {"--" + name for name in FEATURES}
     known = train_options | feature_flags | LAUNCHER_OPTIONS | SCAFFOLD_OPTIONS
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text()))

@@ -39,7 +39,7 @@ failures = []
 for project in sys.argv[1:]:
     os.chdir(project)
     sys.path.insert(0, project)
-    for name in ("train", "model", "data"):
+    for name in ("train", "train_utils", "model", "data"):
         sys.modules.pop(name, None)
     try:
         import train

@@ -142,7 +142,7 @@ def test_mfu_peaks_match_whole_gpu_names_and_the_precision(tmp_path):
     out = run_driver(project, """
 import json
 import torch
-import train
+import train_utils
 
 name = {}
 torch.cuda.get_device_name = lambda device=None: name["value"]
@@ -152,11 +152,11 @@ for gpu in ["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL",
             "NVIDIA L4", "NVIDIA L40", "NVIDIA L40S", "NVIDIA A10", "NVIDIA A10G",
             "NVIDIA H100 XYZ", "Tesla T4"]:
     name["value"] = gpu
-    result[gpu] = [train.gpu_peak_flops(cuda, dtype, tf32)
+    result[gpu] = [train_utils.gpu_peak_flops(cuda, dtype, tf32)
                    for dtype, tf32 in [(torch.bfloat16, True), (torch.float16, False),
                                        (torch.float32, True), (torch.float32, False)]]
-result["cpu"] = train.gpu_peak_flops(torch.device("cpu"), torch.bfloat16, True)
-result["table"] = {k: list(v) for k, v in train.GPU_PEAK_FLOPS.items()}
+result["cpu"] = train_utils.gpu_peak_flops(torch.device("cpu"), torch.bfloat16, True)
+result["table"] = {k: list(v) for k, v in train_utils.GPU_PEAK_FLOPS.items()}
 print(json.dumps(result))
 """)
     result = last_json(out)
@@ -248,7 +248,7 @@ for name, dataset in [("tensors", Counted(x, y)), ("subset", Subset(Counted(x, y
     batches = list(loader)
     result[name] = {"reads": len(reads), "batches": len(batches)}
     # the batches one sample at a time would have given, from the same sampler
-    sampler = train.ShardSampler(len(dataset), world, True, cfg.seed, 3, 8)
+    sampler = train.ShardSampler(len(dataset), world.rank, world.world_size, True, cfg.seed, 3, 8)
     expected = list(DataLoader(dataset, batch_size=8, sampler=sampler))
     result[name]["equal"] = len(expected) == len(batches) and all(
         torch.equal(a, b) for got, want in zip(batches, expected) for a, b in zip(got, want))
