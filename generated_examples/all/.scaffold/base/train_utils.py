@@ -63,7 +63,9 @@ def saved_options(parser: argparse.ArgumentParser, path: str, config_class) -> d
     return saved
 
 
-def parse_dataclass(config_class, argv, description: str) -> tuple:
+def parse_dataclass(
+    config_class, argv, description: str
+) -> tuple[object, argparse.ArgumentParser]:
     """An instance of the dataclass `config_class` from the command line, one flag
     per field (max_epochs: --max-epochs; a bool: --tf32 / --no-tf32), and the
     parser, whose error() reports a bad value as argparse does.
