@@ -81,7 +81,7 @@ def test_the_demo_trains_on_the_gpu(tmp_path, features, extra, dtype):
     project = render(tmp_path, features, tiny=False)
     result = run_train(project, "--device", "cuda", *DEMO_ARGS, *extra, tiny_defaults=False)
     out = result.stdout
-    assert run_device(out) == "cuda"
+    assert run_device(out) == "cuda:0"  # pick_device names the index it chose
     if dtype:
         assert f"amp: autocast to {dtype}" in out, out
     run_dir = project / "runs" / "gpu"
@@ -115,10 +115,14 @@ def test_fp16_training_does_not_stop_on_gradscaler_overflow(tmp_path):
     assert summary["epoch"] == 2
     rows = train_rows(run_dir)
     assert rows and all(math.isfinite(float(r["loss"])) for r in rows)
-    # the probe's optimizer pre-step hook records the steps the optimizer took
-    taken = [line for line in log.read_text().splitlines() if line.startswith("S ")]
-    assert 0 < len(taken) < 32, f"{len(taken)} of 32 optimizer steps taken"
-    assert all(math.isfinite(float(line.split()[1])) for line in taken)
+    # The probe's pre-step hook sees every optimizer.step() call, with the unscaled
+    # gradients. On CUDA the AdamW is fused: GradScaler calls its step() every time
+    # and hands it found_inf, and the fused kernel skips the update itself; so an
+    # overflowed step shows as a call with non-finite gradients.
+    calls = [line.split() for line in log.read_text().splitlines() if line.startswith("S ")]
+    assert len(calls) == 32
+    finite = [call for call in calls if math.isfinite(float(call[1]))]
+    assert 0 < len(finite) < 32, f"{len(finite)} of 32 steps had finite gradients"
     scaler = load_checkpoint(run_dir / "checkpoints" / "last.pt")["scaler"]
     assert scaler["scale"] < 2.0**16  # lowered from its initial 65536 by the overflows
 
@@ -172,7 +176,7 @@ def test_a_fast_dev_run_of_each_feature_on_cuda(tmp_path, feature):
     else:
         # slurm: outside a SLURM job train.py runs as any single process does
         result = run_train(project, "--fast-dev-run", "--device", "cuda", tiny_defaults=False)
-        assert run_device(result.stdout) == "cuda"
+        assert run_device(result.stdout) == "cuda:0"
     assert not (project / "runs").exists()  # a fast-dev-run writes nothing
 
 
@@ -204,7 +208,7 @@ def test_mid_run_metrics_and_checkpoints_on_cuda0(tmp_path):
     middle = load_checkpoint(run_dir / "checkpoints" / "step_00000020.pt")
     assert middle["step"] == 20 and middle["config"]["device"] == "cuda:0"
     # the CUDA generators' state travels with the checkpoint, for an exact resume
-    assert all("cuda" in rng for rng in middle["rng"])
+    assert "cuda" in middle["rng"]  # this process's GPU (one dict per process)
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["step"] == 40
     assert any(not torch.equal(v, last["model"][k]) for k, v in middle["model"].items())
