@@ -171,8 +171,8 @@ def load_project_module(project: Path, name: str):
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_equal_one_process_with_double_batch(trained, case):
     (one, _), (two, _) = trained(case, 1), trained(case, 2)
-    steps = load_checkpoint(two / "checkpoints" / "last.pt")["step"]
-    assert steps == load_checkpoint(one / "checkpoints" / "last.pt")["step"]
+    steps = load_checkpoint(two / "checkpoints" / "last.pt")["train_state"]["step"]
+    assert steps == load_checkpoint(one / "checkpoints" / "last.pt")["train_state"]["step"]
     batches_per_epoch = N_TRAIN // (2 * BATCH)
     if case == "bf16":
         # bf16 autocast rounds each rank's weight gradient (a sum over B samples)
@@ -255,7 +255,7 @@ def test_one_gradient_allreduce_per_optimizer_step(project):
     args = [*COMMON, *PLAIN, "--accumulate-steps", str(ACCUMULATE), "--batch-size", str(BATCH),
             "--run-dir", str(run_dir)]
     check(run(torchrun(["--standalone", "--nproc_per_node=2"], "count_syncs.py", args), project))
-    steps = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    steps = load_checkpoint(run_dir / "checkpoints" / "last.pt")["train_state"]["step"]
     micro_batches = 2 * (N_TRAIN // (2 * BATCH))
     assert steps < micro_batches  # accumulation really happened
     for rank in (0, 1):
@@ -398,7 +398,7 @@ def test_killed_rank_ends_the_job_and_keeps_the_last_checkpoint_loadable(project
     saved = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     assert saved, "no periodic checkpoint was written before the kill"
     newest = load_checkpoint(saved[-1])
-    assert 0 < newest["step"] <= KILL_STEP
+    assert 0 < newest["train_state"]["step"] <= KILL_STEP
     model = load_project_module(project, "model").build_model(None)
     model.load_state_dict(newest["model"])  # loads cleanly: no missing or `module.` keys
 

@@ -198,8 +198,8 @@ def final_weights(strategy: str, run_dir: Path) -> dict:
 @pytest.mark.parametrize("case", list(CASES))
 def test_fsdp_equals_ddp_on_two_processes(trained, case):
     fsdp_dir, ddp_dir = trained("fsdp", case), trained("ddp", case)
-    steps = load_checkpoint(fsdp_dir / "checkpoints" / "final.pt")["step"]
-    assert steps == load_checkpoint(ddp_dir / "checkpoints" / "last.pt")["step"] >= 10
+    steps = load_checkpoint(fsdp_dir / "checkpoints" / "final.pt")["train_state"]["step"]
+    assert steps == load_checkpoint(ddp_dir / "checkpoints" / "last.pt")["train_state"]["step"] >= 10
     if case == "bf16":
         # Both compute in bf16 (8 significant bits, a rounding is up to 2^-9
         # relative), but not the same operations: autocast (ddp) rounds the inputs
@@ -252,8 +252,8 @@ def test_fsdp_accumulation_equals_the_big_batch(projects, trained):
     run([*TORCHRUN, "train.py", *COMMON, *PLAIN, "--batch-size", str(ACCUMULATE * BATCH),
          "--run-dir", str(big)], project)
     accumulated = trained("fsdp", "accumulate")
-    steps = load_checkpoint(big / "checkpoints" / "final.pt")["step"]
-    assert steps == load_checkpoint(accumulated / "checkpoints" / "final.pt")["step"]
+    steps = load_checkpoint(big / "checkpoints" / "final.pt")["train_state"]["step"]
+    assert steps == load_checkpoint(accumulated / "checkpoints" / "final.pt")["train_state"]["step"]
     a, b = final_weights("fsdp", accumulated), final_weights("fsdp", big)
     for name in a:  # the fp32 budget of the test above
         assert torch.allclose(a[name], b[name], rtol=0, atol=steps * LR * 2**-20), name
@@ -294,7 +294,7 @@ def test_one_gradient_reduction_per_optimizer_step_with_accumulation(projects, t
     run_dir = tmp_path / "counted"
     run([*TORCHRUN, "count_reductions.py", *COMMON, *PLAIN, "--accumulate-steps",
          str(ACCUMULATE), "--ckpt-every", "0", "--run-dir", str(run_dir)], project)
-    steps = load_checkpoint(run_dir / "checkpoints" / "final.pt")["step"]
+    steps = load_checkpoint(run_dir / "checkpoints" / "final.pt")["train_state"]["step"]
     micro_batches = 2 * (N_TRAIN // (2 * BATCH))
     assert steps < micro_batches  # accumulation really happened
     # one reduce-scatter per sharded group (2 blocks, and the root) per step
@@ -360,7 +360,7 @@ def test_checkpoint_of_two_processes_loads_on_one_and_on_two(projects, trained, 
     assert f"at step {RESUME_STEP}" in result.stdout
     assert "saved by 2 ranks, running 1" in result.stdout
     end = load_checkpoint(continued / "checkpoints" / "final.pt")
-    assert end["step"] == load_checkpoint(straight / "checkpoints" / "final.pt")["step"]
+    assert end["train_state"]["step"] == load_checkpoint(straight / "checkpoints" / "final.pt")["train_state"]["step"]
 
 
 # -----------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_compile_trains_like_plain_fsdp(tmp_path, trained):
     run([*TORCHRUN, "train.py", *COMMON, *PLAIN, "--run-dir", str(run_dir)], project,
         timeout=600)
     a, b = final_weights("fsdp", run_dir), final_weights("fsdp", trained("fsdp", "plain"))
-    steps = load_checkpoint(run_dir / "checkpoints" / "final.pt")["step"]
+    steps = load_checkpoint(run_dir / "checkpoints" / "final.pt")["train_state"]["step"]
     # compiled kernels may fuse and round differently: the fp32 budget of test 1
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=0, atol=steps * LR * 2**-20), name

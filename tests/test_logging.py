@@ -384,7 +384,7 @@ def test_metrics_csv_after_a_crash_past_the_checkpoint_has_each_step_once(tmp_pa
     # killed during batch 14: step_8 is the newest checkpoint, rows 4, 8 and 12 are written
     first = run_train(project, *args, check=False, env={"TEST_SIGNAL": "SIGKILL@14"})
     assert first.returncode == -9
-    ckpt_steps = [load_checkpoint(p)["step"] for p in (project / "runs/r/checkpoints").glob("*.pt")]
+    ckpt_steps = [load_checkpoint(p)["train_state"]["step"] for p in (project / "runs/r/checkpoints").glob("*.pt")]
     assert max(ckpt_steps) == 8
     assert train_steps(read_metrics(project / "runs/r")) == [4, 8, 12], "a row logged after the checkpoint"
     second = run_train(project, *args, "--resume", "auto")

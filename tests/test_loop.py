@@ -311,7 +311,7 @@ def test_max_steps_stops_after_exactly_that_many_steps_and_evaluates_the_last(co
     assert len(run.batches(0)) == 10
     assert run.summary["step"] == 10
     assert run.val_steps()[-1] == 10
-    assert run.checkpoint()["step"] == 10
+    assert run.checkpoint()["train_state"]["step"] == 10
 
 
 def test_keep_last_prunes_periodic_checkpoints(controls):
@@ -321,7 +321,7 @@ def test_keep_last_prunes_periodic_checkpoints(controls):
     kept = [f"step_{s:08d}.pt" for s in saved[-2:]]
     assert names == sorted(["best.pt", "last.pt", *kept])
     for name in kept:
-        assert run.checkpoint(name.removesuffix(".pt"))["step"] == int(name[5:13])
+        assert run.checkpoint(name.removesuffix(".pt"))["train_state"]["step"] == int(name[5:13])
 
 
 def test_sanity_val_steps_run_before_training_without_touching_the_training_rng(
@@ -381,7 +381,7 @@ def test_early_stopping_counts_only_improvements_larger_than_min_delta(controls)
     # towards patience, but still the best checkpoint
     assert min(losses[1:]) < losses[0]
     best_row = val_rows[losses.index(min(losses))]
-    assert run.checkpoint("best")["step"] == int(best_row["step"])
+    assert run.checkpoint("best")["train_state"]["step"] == int(best_row["step"])
 
 
 def test_best_checkpoint_follows_the_monitor_and_the_final_test_uses_it(controls):
@@ -389,8 +389,8 @@ def test_best_checkpoint_follows_the_monitor_and_the_final_test_uses_it(controls
     val_rows = [r for r in run.rows if r["split"] == "val"]
     best_row = max(val_rows, key=lambda r: float(r["val_loss"]))
     best = run.checkpoint("best")
-    assert best["step"] == int(best_row["step"])
-    assert best["step"] != run.checkpoint()["step"]  # else this proves nothing
+    assert best["train_state"]["step"] == int(best_row["step"])
+    assert best["train_state"]["step"] != run.checkpoint()["train_state"]["step"]  # else this proves nothing
     summary = run.summary
     assert summary["best"] == pytest.approx(float(best_row["val_loss"]), rel=1e-5)
     # the final validation reproduces the best pass: it ran on best.pt's weights

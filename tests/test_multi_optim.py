@@ -356,7 +356,7 @@ def test_two_processes_equal_one_process_with_double_batch(project, trained, cas
     best_a, best_b = a["train_state"].pop("best"), b["train_state"].pop("best")
     assert a["train_state"] == b["train_state"]
     assert best_a == pytest.approx(best_b, rel=1e-5)
-    steps = b["step"]
+    steps = b["train_state"]["step"]
     if case == "plain":
         assert steps == STEPS
     else:
@@ -494,5 +494,5 @@ def test_an_fp16_overflow_is_skipped_not_stopped_under_debug(tmp_path, features)
     # the overflow happened: each scaler lowered its scale (halved once per skipped step)
     for scaler in scalers:
         assert scaler["scale"] < 2.0**24, scaler
-    assert checkpoint["step"] == 8
+    assert checkpoint["train_state"]["step"] == 8
     assert (run_dir / "summary.json").exists()

@@ -47,7 +47,7 @@ def project(tmp_path_factory) -> Path:
     """The base project, with the run `orig` done."""
     project = render_probe(tmp_path_factory.mktemp("rerun"))
     run_train(project, *ARGS, "--run-dir", "runs/orig")
-    assert ckpt(project, "orig")["step"] == 20
+    assert ckpt(project, "orig")["train_state"]["step"] == 20
     return project
 
 
@@ -73,7 +73,7 @@ def test_flags_given_with_config_override_it(project):
     saved = config(project, "override")
     assert (saved["lr"], saved["max_epochs"], saved["run_dir"]) == (1e-4, 1, "runs/override")
     assert (saved["n_train"], saved["dropout"]) == (320, 0.1)  # the rest from the file
-    assert ckpt(project, "override")["step"] == 10
+    assert ckpt(project, "override")["train_state"]["step"] == 10
 
 
 BAD_CONFIGS = [
@@ -129,7 +129,7 @@ def test_command_txt_repeats_the_run(project):
 def test_resume_with_other_options_stops_unless_told_or_harmless(project):
     run_dir = project / "runs" / "mm"
     run_train(project, *ARGS, "--run-dir", "runs/mm", "--max-steps", "8")
-    assert ckpt(project, "mm")["step"] == 8
+    assert ckpt(project, "mm")["train_state"]["step"] == 8
     before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
     # another learning rate (and a harmless max_steps): named with both values
@@ -150,13 +150,13 @@ def test_resume_with_other_options_stops_unless_told_or_harmless(project):
     result = run_train(project, *ARGS, "--run-dir", "runs/mm", "--resume", "auto",
                        "--lr", "0.01", "--max-steps", "12", "--resume-anyway")
     assert "at step 8" in result.stdout
-    assert ckpt(project, "mm")["step"] == 12 and config(project, "mm")["lr"] == 0.01
+    assert ckpt(project, "mm")["train_state"]["step"] == 12 and config(project, "mm")["lr"] == 0.01
 
     # only harmless differences (log_every, max_steps, and no --resume-anyway now)
     result = run_train(project, *ARGS, "--run-dir", "runs/mm", "--resume", "auto",
                        "--lr", "0.01", "--max-steps", "16", "--log-every", "2")
     assert "at step 12" in result.stdout
-    assert ckpt(project, "mm")["step"] == 16
+    assert ckpt(project, "mm")["train_state"]["step"] == 16
     train_rows = [int(r["step"]) for r in read_metrics(run_dir) if r["split"] == "train"]
     assert train_rows == [5, 8, 10, 12, 14, 16]  # each stop logs; then every 2nd step
 

@@ -61,7 +61,7 @@ def base(tmp_path_factory) -> Path:
     """The base project, with the uninterrupted run `full` done."""
     project = render_probe(tmp_path_factory.mktemp("resume"))
     run_train(project, *BASE_ARGS, "--run-dir", "runs/full")
-    assert ckpt(project, "full")["step"] == 30
+    assert ckpt(project, "full")["train_state"]["step"] == 30
     return project
 
 
@@ -71,7 +71,7 @@ def base(tmp_path_factory) -> Path:
 
 def test_resume_from_mid_epoch_checkpoint_is_bit_identical(base):
     start = ckpt(base, "full", "step_00000015")
-    assert (start["step"], start["train_state"]["batch_in_epoch"]) == (15, 5)
+    assert (start["train_state"]["step"], start["train_state"]["batch_in_epoch"]) == (15, 5)
     result = run_train(
         base,
         *BASE_ARGS,
@@ -90,7 +90,7 @@ def test_resume_with_bf16_accumulation_and_clipping_is_bit_identical(tmp_path):
     rows = [r for r in read_metrics(project / "runs" / "full") if r["split"] == "train"]
     assert max(float(r["grad_norm"]) for r in rows) > 0.5  # clipping was active
     start = ckpt(project, "full", "step_00000006")
-    assert (start["step"], start["train_state"]["batch_in_epoch"]) == (6, 6)
+    assert (start["train_state"]["step"], start["train_state"]["batch_in_epoch"]) == (6, 6)
     result = run_train(
         project,
         *COMBO_ARGS,
@@ -145,7 +145,7 @@ def test_kill_during_checkpoint_write_leaves_previous_ones_and_auto_resume_conti
     assert not (checkpoints / "step_00000030.pt").exists()
     names = sorted(p.name for p in checkpoints.glob("*.pt"))
     assert names == ["best.pt", "last.pt", "step_00000015.pt"]
-    steps = {name: load_checkpoint(checkpoints / name)["step"] for name in names}
+    steps = {name: load_checkpoint(checkpoints / name)["train_state"]["step"] for name in names}
     assert steps["last.pt"] == 20  # end of epoch 2
     # and a truncated file that claims to be the newest
     data = (checkpoints / "last.pt").read_bytes()
@@ -194,7 +194,7 @@ def test_sigterm_saves_last_and_auto_resume_ends_like_an_uninterrupted_run(base)
         process.kill()
     assert process.returncode == 130, err
     assert "resume with: python train.py --resume auto --run-dir runs/sigterm" in out
-    stopped = ckpt(base, "sigterm")["step"]
+    stopped = ckpt(base, "sigterm")["train_state"]["step"]
     assert 5 <= stopped < 30
     assert f"stopped at step {stopped}" in out
 

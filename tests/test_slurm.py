@@ -333,7 +333,7 @@ def test_scancel_saves_without_requeue(
     stopped = re.search(r"stopped at step (\d+): saved", output)
     assert stopped, output
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert checkpoint["step"] == int(stopped[1])
+    assert checkpoint["train_state"]["step"] == int(stopped[1])
     assert "requeue:" not in output
     assert len(re.findall(r"slurm: job \d+, restart count", output)) == 1
     # a requeued job would be PENDING (and then RUNNING) again

@@ -294,7 +294,7 @@ def test_trains_to_finite_val_and_test_loss(zoo, case):
     rows = read_metrics(run["run_dir"])
     train_rows = [r for r in rows if r["split"] == "train"]
     assert train_rows and all(math.isfinite(float(r["loss"])) for r in train_rows)
-    assert load_checkpoint(run["run_dir"] / "checkpoints" / "last.pt")["step"] == MAX_STEPS
+    assert load_checkpoint(run["run_dir"] / "checkpoints" / "last.pt")["train_state"]["step"] == MAX_STEPS
     reported = {k for k in summary if k.startswith(("val_", "test_"))}
     if case == "nometrics":
         assert reported == {"val_loss", "test_loss"}
@@ -471,7 +471,7 @@ def test_trains_with_gradient_accumulation(zoo, case):
     assert_finite_losses(run["run_dir"])
     # 6 micro-batches an epoch make 3 optimizer steps: 12 steps take 4 epochs
     last = load_checkpoint(run["run_dir"] / "checkpoints" / "last.pt")
-    assert (last["step"], last["epoch"]) == (MAX_STEPS, 4)
+    assert (last["train_state"]["step"], last["train_state"]["epoch"]) == (MAX_STEPS, 4)
 
 
 # -----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def assert_same_ending(project: Path, run: str, reference: str, rows_after_step=
     same metrics rows after `rows_after_step` when given (a step that ends a
     logging interval: an interval cut by the stop averages fewer steps)."""
     final, expected = ckpt(project, run), ckpt(project, reference)
-    assert final["step"] == expected["step"]
+    assert final["train_state"]["step"] == expected["train_state"]["step"]
     assert_identical(final["model"], expected["model"], "model")
     assert_identical(final["optimizer"], expected["optimizer"], "optimizer")
     if rows_after_step is not None:
@@ -94,7 +94,7 @@ def test_k_steps_straight_equal_k_half_then_resume_auto_bitwise(tmp_path, case):
     project = render_probe(tmp_path) if case == "tiny" else render(tmp_path, tiny=False)
     args = [*args, "--device", "cuda", "--deterministic"]
     run_train(project, *args, "--run-dir", "runs/full", tiny_defaults=False)
-    assert ckpt(project, "full")["step"] == total
+    assert ckpt(project, "full")["train_state"]["step"] == total
 
     killed = subprocess.run(
         [sys.executable, "-c", KILL_WRAPPER, *args, "--run-dir", "runs/resumed"],
@@ -103,7 +103,7 @@ def test_k_steps_straight_equal_k_half_then_resume_auto_bitwise(tmp_path, case):
     )
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
     newest = max(
-        load_checkpoint(p)["step"]
+        load_checkpoint(p)["train_state"]["step"]
         for p in (project / "runs" / "resumed" / "checkpoints").glob("*.pt")
     )
     assert newest == half  # it stopped at K/2
@@ -139,7 +139,7 @@ def test_sigterm_on_cuda0_saves_last_and_auto_resume_ends_like_a_straight_run(tm
     assert process.returncode == 130, out[-3000:] + err[-3000:]
     assert re.search(r"^(?:world size 1 on|device) cuda:0;", out, re.MULTILINE), out
     assert "resume with: python train.py --resume auto --run-dir runs/sigterm" in out
-    stopped = ckpt(project, "sigterm")["step"]
+    stopped = ckpt(project, "sigterm")["train_state"]["step"]
     assert 5 <= stopped < 30 and f"stopped at step {stopped}" in out
 
     result = run_train(

@@ -93,7 +93,7 @@ def test_the_demo_trains_on_the_gpu(tmp_path, features, extra, dtype):
     assert losses[-1] < losses[0], losses  # it learns something in 60 steps
     assert all(float(r["peak_mem_gb"]) > 0 for r in rows)  # logged on CUDA only
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert checkpoint["step"] == STEPS
+    assert checkpoint["train_state"]["step"] == STEPS
     # compile: plain weights, no "_orig_mod." prefixes
     assert not [k for k in checkpoint["model"] if "_orig_mod" in k]
 
@@ -206,10 +206,10 @@ def test_mid_run_metrics_and_checkpoints_on_cuda0(tmp_path):
         if row.get("mfu"):  # a GPU of train.py's table (the H200 is in it)
             assert 0 < float(row["mfu"]) < 1, row
     middle = load_checkpoint(run_dir / "checkpoints" / "step_00000020.pt")
-    assert middle["step"] == 20 and middle["config"]["device"] == "cuda:0"
+    assert middle["train_state"]["step"] == 20 and middle["config"]["device"] == "cuda:0"
     # the CUDA generators' state travels with the checkpoint, for an exact resume
-    assert "cuda" in middle["rng"]  # this process's GPU (one dict per process)
+    assert "cuda" in middle["rng"][0]  # this process's GPU (one state per process)
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert last["step"] == 40
+    assert last["train_state"]["step"] == 40
     assert any(not torch.equal(v, last["model"][k]) for k, v in middle["model"].items())
     assert_finite_summary(run_dir, 40)
