@@ -9,7 +9,7 @@ from slurm_cluster import SlurmCluster, ensure_slurm_installed
 
 # A generated project kept as it was rendered (test_update_across_restructure.py):
 # its own tests/ are the project's, not this suite's.
-collect_ignore = ["fixtures/before_restructure"]
+collect_ignore = ["fixtures/before_restructure", "fixtures/legacy"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
