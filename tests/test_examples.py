@@ -23,13 +23,9 @@ from typer.testing import CliRunner
 
 from scaffold.cli import app
 from scaffold.explanations import load_explanations
-from scaffold.feature_diff import (
-    colorize_diff,
-    feature_diff,
-    render_example,
-    unified_diff,
-)
+from scaffold.feature_diff import colorize_diff, feature_diff, render_example
 from scaffold.features import feature_names
+from scaffold.textdiff import tree_diff
 from tools.examples import REGENERATE_COMMAND, check_examples, example_sets, read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +143,7 @@ def test_the_applier_round_trips_edge_cases():
         "tail.txt": "no newline at the end\n",
         "lines.txt": "".join(f"line {n}\n" for n in range(40) if n not in (3, 30)),
     }
-    diff = unified_diff(old, new)
+    diff = tree_diff(old, new)
     assert "\\ No newline at end of file" in diff
     assert "--- /dev/null\n+++ b/added.sh\n" in diff
     assert "--- a/gone.txt\n+++ /dev/null\n" in diff
@@ -196,13 +192,16 @@ def test_regenerating_a_current_copy_changes_no_byte_and_drops_stale_files(tmp_p
     (copy / "diffs" / "gone-feature.diff").write_text("")
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "examples.py"), "--output", str(copy)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # content and executable bits, as git sees them
-    assert read_tree(copy) == read_tree(EXAMPLES), (
-        f"regenerating changed generated_examples/; run {REGENERATE_COMMAND}"
-    )
+    assert read_tree(copy) == read_tree(
+        EXAMPLES
+    ), f"regenerating changed generated_examples/; run {REGENERATE_COMMAND}"
     assert not (copy / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated_examples"]
 
@@ -214,8 +213,17 @@ def test_check_mode_fails_with_a_diff_and_the_command(tmp_path):
     (copy / "diffs" / "clip.diff").unlink()
     (copy / "stale.txt").write_text("left over\n")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "examples.py"), "--check", "--output", str(copy)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "examples.py"),
+            "--check",
+            "--output",
+            str(copy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 1
     assert "-# a hand edit" in result.stdout
@@ -253,7 +261,10 @@ def test_explain_prints_the_explanation_and_the_live_diff(feature):
 def test_explain_piped_is_plain_and_matches_the_committed_diff():
     result = subprocess.run(
         [sys.executable, "-m", "scaffold", "explain", "amp"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "\x1b[" not in result.stdout
@@ -267,7 +278,9 @@ def test_explain_on_a_terminal_is_coloured():
     master, slave = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "scaffold", "explain", "clip"],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
     )
     os.close(slave)
     chunks = []
@@ -326,11 +339,13 @@ def test_every_feature_has_an_explanation():
 def config_fields(train_py: str) -> set[str]:
     module = ast.parse(train_py)
     config = next(
-        node for node in module.body
+        node
+        for node in module.body
         if isinstance(node, ast.ClassDef) and node.name == "Config"
     )
     return {
-        node.target.id for node in config.body
+        node.target.id
+        for node in config.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
     }
 
@@ -344,9 +359,9 @@ def test_explanations_name_code_and_options_that_exist(feature):
         assert location.file in files, f"{location.file} is not in the {feature} render"
         if location.name:
             pattern = rf"^\s*(def|class) {re.escape(location.name)}\b"
-            assert re.search(pattern, files[location.file], re.MULTILINE), (
-                f"{location.file} of the {feature} render defines no {location.name}"
-            )
+            assert re.search(
+                pattern, files[location.file], re.MULTILINE
+            ), f"{location.file} of the {feature} render defines no {location.name}"
     added = config_fields(files["train.py"]) - config_fields(base["train.py"])
     flags = {"--" + name.replace("_", "-") for name in added}
     assert {flag for flag, _ in explanation.options} == flags
@@ -363,16 +378,32 @@ def test_explanations_name_code_and_options_that_exist(feature):
 
 # options of the programs the READMEs launch, besides train.py and scaffold
 LAUNCHER_OPTIONS = {
-    "--standalone", "--nproc_per_node", "--nnodes", "--node_rank",  # torchrun
-    "--rdzv_backend", "--rdzv_endpoint",
-    "--nodes", "--signal", "--requeue", "--open-mode", "--time", "--gpus-per-node",  # sbatch
+    "--standalone",
+    "--nproc_per_node",
+    "--nnodes",
+    "--node_rank",  # torchrun
+    "--rdzv_backend",
+    "--rdzv_endpoint",
+    "--nodes",
+    "--signal",
+    "--requeue",
+    "--open-mode",
+    "--time",
+    "--gpus-per-node",  # sbatch
     "--logdir",  # tensorboard
     "--backend-store-uri",  # mlflow ui
     "--no-input",  # cookiecutter
 }
 SCAFFOLD_OPTIONS = {
-    "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
-    "--check", "--output",  # python tools/examples.py
+    "--yes",
+    "--force",
+    "--dry-run",
+    "--allow-dirty",
+    "--path",
+    "--help",
+    "--version",
+    "--check",
+    "--output",  # python tools/examples.py
 }
 
 
@@ -380,10 +411,16 @@ SCAFFOLD_OPTIONS = {
 def test_every_option_a_readme_names_exists(readme):
     # with --no-X of each bool; of any example (--activation-checkpointing is not
     # in the largest --fsdp project, which has --compile)
-    train_options = {option for features in example_sets().values()
-                     for option in config_options(*(render_example(features)[name]
-                                                      for name in ("train.py", "train_utils.py")))}
+    train_options = {
+        option
+        for features in example_sets().values()
+        for option in config_options(
+            *(render_example(features)[name] for name in ("train.py", "train_utils.py"))
+        )
+    }
     feature_flags = {"--" + name for name in FEATURES}
     known = train_options | feature_flags | LAUNCHER_OPTIONS | SCAFFOLD_OPTIONS
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text()))
+    named = set(
+        re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text())
+    )
     assert named - known == set(), f"{readme} names options that do not exist"

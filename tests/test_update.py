@@ -34,7 +34,13 @@ from scaffold.generate import build_project
 from scaffold.manifest import manifest_files
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
-from scaffold.update import NEW_SUFFIX, execute_plan, plan_features, plan_update
+from scaffold.update import (
+    NEW_SUFFIX,
+    execute_plan,
+    plan_features,
+    plan_update,
+    report_lines,
+)
 
 NAME = "proj"
 LABEL_BASE = f"base (scaffold {__version__})"
@@ -584,7 +590,7 @@ def test_random_edits_survive_random_feature_changes(data):
             (project / path).write_text(_apply_edits(renders[0][path], path_edits))
         for before, after in itertools.pairwise(sets):
             plan = plan_features(project, add=after - before, remove=before - after)
-            assert not plan.conflicts, "\n".join(plan.report())
+            assert not plan.conflicts, "\n".join(report_lines(plan))
             execute_plan(plan)
             for path in project.glob("**/*.py"):
                 compile(path.read_text(), str(path), "exec")

@@ -33,7 +33,7 @@ from scaffold import __version__
 from scaffold.generate import build_project
 from scaffold.manifest import ANSWERS_FILE, BASE_DIR, RECORD_DIR, read_manifest
 from scaffold.merge import MergeLabels, has_conflict_markers, merge3
-from scaffold.update import CONFLICTS_DIR, NEW_SUFFIX, plan_update
+from scaffold.update import CONFLICTS_DIR, NEW_SUFFIX, plan_update, report_lines
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = FIXTURES / "before_restructure" / "myproject"
@@ -410,4 +410,4 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
 
     # Updated (and resolved): the next update has nothing left to do.
     again = plan_update(project)
-    assert not again.conflicts and not again.writes, again.report()
+    assert not again.conflicts and not again.writes, report_lines(again)
