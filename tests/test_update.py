@@ -31,7 +31,7 @@ from scaffold.cli import app
 from scaffold.errors import InvalidSpecError
 from scaffold.features import feature_names
 from scaffold.generate import build_project
-from scaffold.manifest import manifest_files
+from scaffold.manifest import answers_text, manifest_files
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
 from scaffold.update import (
@@ -496,9 +496,15 @@ def test_add_equals_a_fresh_render_plus_the_edits_and_remove_round_trips(
     assert tree(project / ".scaffold/base") == {p: t.encode() for p, t in fresh.items()}
     answers = json.loads((project / ".scaffold/answers.json").read_text())
     assert answers["features"] == sorted(features, key=feature_names().index)
+    assert answers["own_files"] == ["data.py", "model.py"]  # the user replaced them
 
     result = invoke("remove", *features, "-C", project)
     assert result.exit_code == 0, result.output
+    answers_path = ".scaffold/answers.json"
+    recorded = json.loads(edited[answers_path])
+    edited[answers_path] = answers_text(
+        ProjectSpec.from_answers(recorded), answers["own_files"]
+    ).encode()
     assert tree(project) == edited
 
 

@@ -103,9 +103,15 @@ class UpdatePlan:
 
     @property
     def is_current(self) -> bool:
-        """True when the project already matches its answers and the templates
-        (a template change to one of the user's own files leaves nothing to do)."""
-        return self.old_spec == self.new_spec and not self.writes and not self.conflicts
+        """True when the project already matches its answers and the templates,
+        and its record names this scaffold's version (a template change to one of
+        the user's own files leaves nothing to do)."""
+        return (
+            self.old_spec == self.new_spec
+            and self.from_version == __version__
+            and not self.writes
+            and not self.conflicts
+        )
 
     def touched_paths(self) -> list[str]:
         """The project files (relative paths) that applying the plan writes.
@@ -320,7 +326,9 @@ def plan_update(
     records.update(_record_changes(old_pending, new_pending, CONFLICTS_DIR))
     answers = answers_text(new_spec, own)
     answers_path = f"{RECORD_DIR}/{ANSWERS_FILE}"
-    if records or new_spec != old_spec or any(change.writes for change in changes):
+    # a new scaffold version alone is recorded too: its changelog was said once
+    behind = manifest.tool_version != __version__
+    if records or behind or new_spec != old_spec or any(c.writes for c in changes):
         current = (record_dir / ANSWERS_FILE).read_text(encoding="utf-8")
         if current != answers:
             records[answers_path] = _encode(answers)
