@@ -36,6 +36,7 @@ from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 from scaffold.update import CONFLICTS_DIR, NEW_SUFFIX, plan_update, report_lines
 
 REPO = Path(__file__).resolve().parent.parent
+OWN = ("model.py", "data.py")  # the user's once changed: an update leaves them alone
 FIXTURE = FIXTURES / "before_restructure" / "myproject"
 
 USER_MODEL = '''\
@@ -113,9 +114,7 @@ class Edit:
         if self.snippet in text:
             return True
         snippet = textwrap.dedent(self.snippet)
-        return any(
-            textwrap.indent(snippet, " " * n) in text for n in range(0, 33, 4)
-        )
+        return any(textwrap.indent(snippet, " " * n) in text for n in range(0, 33, 4))
 
     @property
     def snippet(self) -> str:
@@ -314,7 +313,9 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
     conflicts: dict[str, int] = {}
     for path in sorted(old.base.keys() | rendered.keys()):
         base, mine, new = old.base.get(path), ours.get(path), rendered.get(path)
-        if base is None:
+        if path in OWN and mine != base:
+            expected[path] = mine  # the user's own: left alone, whatever the demo did
+        elif base is None:
             expected[path] = new  # a new template file
         elif new is None:
             expected[path] = None if mine == base else mine  # kept when edited
@@ -334,10 +335,10 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
     assert listed == set(conflicts) | beside, summary
 
     after = project_tree(project)
-    for path in ("model.py", "data.py"):
-        assert after.get(path) == ours[path], (
-            f"the update changed the user's {path}\n{summary}"
-        )
+    for path in OWN:
+        assert (
+            after.get(path) == ours[path]
+        ), f"the update changed the user's {path}\n{summary}"
     for path, text in rendered.items():
         if path in old.base and ours.get(path) == old.base[path]:
             assert after.get(path) == text, f"untouched {path} is not the new render"
@@ -365,9 +366,9 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
         invented = set(outside.splitlines()) - kept
         assert not invented, f"{path}: lines in neither the user's nor the new file"
     for edit in EDITS:
-        assert edit.snippet in view(split_conflicts(after["train.py"], labels), 0), (
-            f"edit {edit.name!r} is lost\n{summary}"
-        )
+        assert edit.snippet in view(
+            split_conflicts(after["train.py"], labels), 0
+        ), f"edit {edit.name!r} is lost\n{summary}"
 
     # Nothing else: no .scaffold-new the report does not name, no half-written file.
     record = {f"{RECORD_DIR}/{ANSWERS_FILE}"}
@@ -383,8 +384,10 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
     new = read_manifest(project)
     assert new.spec == old.spec
     waiting = set(conflicts) | beside
+    own = {path for path in OWN if ours[path] != old.base[path]}
+    assert new.own_files == own
     base = {path: text for path, text in rendered.items() if path not in waiting}
-    base |= {path: old.base[path] for path in waiting}
+    base |= {path: old.base[path] for path in waiting | own}
     base |= {  # no longer generated but edited: kept, with its old base
         path: text
         for path, text in old.base.items()
