@@ -11,18 +11,21 @@ import difflib
 Content = str | bytes | None  # a file's text or bytes; None: no such file
 
 
-def _text(data: Content) -> str | None:
-    """``data`` as text ("" for no file), or None for binary content."""
-    if data is None:
-        return ""
-    if isinstance(data, str):
-        return data
+def as_text(data: bytes) -> str | None:
+    """``data`` decoded as UTF-8 text, or None for binary content."""
     if b"\0" in data:
         return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _text(data: Content) -> str | None:
+    """``data`` as text ("" for no file), or None for binary content."""
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else as_text(data)
 
 
 def _ensure_newline(line: str) -> str:

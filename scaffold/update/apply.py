@@ -60,18 +60,24 @@ def _stopped(project_dir: Path) -> journal.Journal | None:
         raise ProjectError(f"cannot read {project_dir}: {exc}") from exc
 
 
+def _replay(project_dir: Path, stopped: journal.Journal, undo: bool) -> None:
+    """Finish (or undo) the stopped operation, an OSError as a one-line error."""
+    try:
+        (journal.undo if undo else journal.finish)(Path(project_dir), stopped)
+    except OSError as exc:
+        verb = "undo" if undo else "finish"
+        raise ProjectError(
+            f"cannot {verb} `{stopped.command}` in {project_dir}: {exc}"
+        ) from exc
+
+
 def finish_stopped(project_dir: Path) -> str | None:
     """Finish an update that was stopped part-way in ``project_dir``; the line to
     say so, or None when there was none."""
     stopped = _stopped(project_dir)
     if stopped is None:
         return None
-    try:
-        journal.finish(Path(project_dir), stopped)
-    except OSError as exc:
-        raise ProjectError(
-            f"cannot finish `{stopped.command}` in {project_dir}: {exc}"
-        ) from exc
+    _replay(project_dir, stopped, undo=False)
     return (
         f"Finished `{stopped.command}`, which was stopped part-way "
         f"({len(stopped.steps)} file(s) written as it would have)."
@@ -83,13 +89,11 @@ def undo_stopped(project_dir: Path) -> str:
     stopped = _stopped(project_dir)
     if stopped is None:
         raise ProjectError(f"no stopped update to undo in {project_dir}")
-    try:
-        journal.undo(Path(project_dir), stopped)
-    except OSError as exc:
-        raise ProjectError(
-            f"cannot undo `{stopped.command}` in {project_dir}: {exc}"
-        ) from exc
-    return f"Undid `{stopped.command}`, which was stopped part-way: every file is as it was before."
+    _replay(project_dir, stopped, undo=True)
+    return (
+        f"Undid `{stopped.command}`, which was stopped part-way: every file is "
+        "as it was before."
+    )
 
 
 def check_none_stopped(project_dir: Path) -> None:

@@ -22,6 +22,7 @@ from scaffold.manifest import (
 )
 from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 from scaffold.spec import ProjectSpec
+from scaffold.textdiff import as_text
 
 DEFAULT_LABELS = MergeLabels()
 
@@ -129,16 +130,6 @@ class _Decision:
     base: str | None
     pending: str | None = None
     own: bool = False
-
-
-def as_text(data: bytes) -> str | None:
-    """``data`` decoded as UTF-8 text, or None for binary content."""
-    if b"\0" in data:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def _encode(text: str | None) -> bytes | None:
