@@ -399,6 +399,8 @@ SCAFFOLD_OPTIONS = {
     "--force",
     "--dry-run",
     "--allow-dirty",
+    "--continue",  # scaffold update
+    "--abort",
     "--path",
     "--help",
     "--version",
