@@ -98,6 +98,7 @@ class StopAt:
     with ENOSPC. Counts the writes when ``k`` is None."""
 
     def __init__(self, k: int | None, how: str = "before") -> None:
+        # how: "before" the write, "inside" it, "enospc", "ctrl-c" (before it)
         self.k, self.how, self.count = k, how, 0
         self.original = scaffold.update.journal._put
 
@@ -105,6 +106,8 @@ class StopAt:
         if self.count == self.k:
             if self.how == "enospc":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if self.how == "ctrl-c":
+                raise KeyboardInterrupt
             if self.how == "inside" and data is not None:
                 path = root / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +179,24 @@ def test_an_update_stopped_at_any_write_is_finished_by_the_next_command(
         said = result.output.startswith("Finished `scaffold update`, which was stopped")
         assert said == (k > 0), (k, result.output)  # at 0: no journal, a new update
         assert tree(project) == after, f"stopped at write {k} ({how})"
+
+
+def test_ctrl_c_mid_update_says_the_next_command_finishes_it(
+    uninterrupted, tmp_path, monkeypatch
+):
+    edited, _, after, exit_code, writes = uninterrupted
+    project = copy_fixture(tmp_path, edited)
+    monkeypatch.setattr(scaffold.update.journal, "_put", StopAt(writes // 2, "ctrl-c"))
+    result = invoke("update", project)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: cannot update {project}: interrupted; the next scaffold command in "
+        "the project finishes it (`scaffold update --abort` undoes it)\n"
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(scaffold.update.plan, "build_project", cached_build)
+    assert invoke("update", project).exit_code == exit_code
+    assert tree(project) == after
 
 
 def test_abort_undoes_a_stopped_update(uninterrupted, tmp_path, monkeypatch):

@@ -25,11 +25,12 @@ def plan_journal(plan: UpdatePlan, command: str) -> journal.Journal:
 
 
 def apply_plan(plan: UpdatePlan, command: str = "scaffold update") -> None:
-    """Write the plan, all or nothing: an error leaves it for the next command."""
+    """Write the plan, all or nothing: an error or Ctrl-C part-way leaves it for the
+    next command to finish, and says so in one line."""
     root = plan.project_dir
     try:
         journal.run(root, plan_journal(plan, command))
-    except OSError as exc:
+    except (OSError, KeyboardInterrupt) as exc:
         pending = (root / journal.JOURNAL).is_file()
         then = (
             "; the next scaffold command in the project finishes it "
@@ -37,7 +38,8 @@ def apply_plan(plan: UpdatePlan, command: str = "scaffold update") -> None:
             if pending
             else "; nothing was changed"
         )
-        raise ProjectError(f"cannot update {root}: {exc}{then}") from exc
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        raise ProjectError(f"cannot update {root}: {what}{then}") from exc
 
 
 def execute_plan(
