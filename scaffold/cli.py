@@ -107,8 +107,7 @@ def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
             "path",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[
-                Path,
-                typer.Argument(help="Directory to create; its name names the project."),
+                Path, typer.Argument(help="Directory to create; its name names the project.")
             ],
         ),
         inspect.Parameter(
@@ -116,8 +115,7 @@ def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
             inspect.Parameter.KEYWORD_ONLY,
             default=False,
             annotation=Annotated[
-                bool,
-                typer.Option("--yes", "-y", help="Do not ask; use the flags given."),
+                bool, typer.Option("--yes", "-y", help="Do not ask; use the flags given.")
             ],
         ),
         inspect.Parameter(

@@ -118,9 +118,7 @@ class _Reader:
         for number, text in self._bullets(sections["Where"]):
             match = _WHERE.fullmatch(text)
             if match is None:
-                raise self.error(
-                    number, "expected - `file` `name`: what (or - `file`: what)"
-                )
+                raise self.error(number, "expected - `file` `name`: what (or - `file`: what)")
             where.append(Location(match[1], match[2], match[3]))
         options = []
         body = sections["Options"]
@@ -128,9 +126,7 @@ class _Reader:
             for number, text in self._bullets(body):
                 match = _OPTION.fullmatch(text)
                 if match is None:
-                    raise self.error(
-                        number, "expected - `--option`: meaning (or None.)"
-                    )
+                    raise self.error(number, "expected - `--option`: meaning (or None.)")
                 options.append((match[1], match[2]))
         traps = [text for _, text in self._bullets(sections["Traps"])]
         return Explanation(
@@ -148,9 +144,7 @@ class _Reader:
         numbered = list(enumerate(self.lines, start=1))
         content = [(n, line) for n, line in numbered if line.strip()]
         if not content or not content[0][1].startswith("# "):
-            raise self.error(
-                content[0][0] if content else 1, "expected '# Title' first"
-            )
+            raise self.error(content[0][0] if content else 1, "expected '# Title' first")
         title_line = content[0][0]
         title = content[0][1][2:].strip()
         sections: dict[str, list[tuple[int, str]]] = {}
@@ -185,9 +179,7 @@ class _Reader:
         first, last = lines[0][0], lines[-1][0]
         for number, line in body:
             if first < number < last and not line.strip():
-                raise self.error(
-                    number, "one paragraph expected (no blank line inside)"
-                )
+                raise self.error(number, "one paragraph expected (no blank line inside)")
         return " ".join(line.strip() for _, line in lines)
 
     def _bullets(self, body: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -201,9 +193,7 @@ class _Reader:
             elif line.startswith("  ") and bullets:
                 bullets[-1][1].append(line.strip())
             else:
-                raise self.error(
-                    number, "expected a '- ' bullet (continued by indented lines)"
-                )
+                raise self.error(number, "expected a '- ' bullet (continued by indented lines)")
         if not bullets:
             raise self.error(body[0][0] if body else len(self.lines), "no bullets")
         return [(number, " ".join(parts)) for number, parts in bullets]

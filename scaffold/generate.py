@@ -21,9 +21,7 @@ def check_compiles(path: str, source: str) -> None:
         raise RenderError(f"generated {path} does not compile: {exc}") from exc
 
 
-def build_project(
-    spec: ProjectSpec, template_dir: Path | None = None
-) -> dict[str, str]:
+def build_project(spec: ProjectSpec, template_dir: Path | None = None) -> dict[str, str]:
     """Render and compile-check every file for ``spec``: {relative path: text}."""
     files = render_project(spec, template_dir)
     for path, text in sorted(files.items()):

@@ -8,7 +8,9 @@ from scaffold.spec import ProjectSpec
 from scaffold.writer import write_project
 
 
-def create_project(path: Path, features: set[str], force: bool = False) -> ProjectSpec:
+def create_project(
+    path: Path, features: set[str], force: bool = False
+) -> ProjectSpec:
     """Generate a project named after ``path``'s last part into ``path``."""
     spec = ProjectSpec.create(Path(path).name, features)
     files = build_project(spec)

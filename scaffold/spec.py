@@ -64,7 +64,8 @@ class ProjectSpec:
         unknown = sorted(set(features) - FEATURES_BY_NAME.keys())
         if unknown:
             raise InvalidSpecError(
-                f"unknown feature(s): {', '.join(unknown)} " "(see `scaffold features`)"
+                f"unknown feature(s): {', '.join(unknown)} "
+                "(see `scaffold features`)"
             )
         for feature_name in sorted(features):
             feature = FEATURES_BY_NAME[feature_name]

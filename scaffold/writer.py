@@ -36,7 +36,8 @@ def check_target(target: Path, files: dict[str, str], force: bool) -> None:
         if (target / relative).exists()
         and (
             not (target / relative).is_file()
-            or (target / relative).read_text(encoding="utf-8", errors="replace") != text
+            or (target / relative).read_text(encoding="utf-8", errors="replace")
+            != text
         )
     )
     if clashes:

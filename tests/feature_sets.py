@@ -50,9 +50,7 @@ def _possible(choice: tuple) -> bool:
     """Does some valid set make this choice? Requirements only add features and
     conflicts only forbid pairs, so the smallest set with the chosen ones is it."""
     smallest = _closure(name for name, chosen in choice if chosen)
-    return is_valid(smallest) and not any(
-        n in smallest for n, chosen in choice if not chosen
-    )
+    return is_valid(smallest) and not any(n in smallest for n, chosen in choice if not chosen)
 
 
 def _random_valid(rng: random.Random, choice: tuple) -> frozenset[str] | None:
@@ -77,11 +75,9 @@ def covering_sets() -> tuple[frozenset[str], ...]:
     chosen += [compatible_with(n) for n in NAMES]
     chosen = [s for s in dict.fromkeys(chosen) if is_valid(s)]
     # only the combinations that some valid set makes can be asked for
-    every = [
-        tuple(zip(group, values, strict=True))
-        for group in itertools.combinations(NAMES, STRENGTH)
-        for values in itertools.product((False, True), repeat=STRENGTH)
-    ]
+    every = [tuple(zip(group, values, strict=True))
+             for group in itertools.combinations(NAMES, STRENGTH)
+             for values in itertools.product((False, True), repeat=STRENGTH)]
     uncovered = {choice for choice in every if _possible(choice)}
     for s in chosen:
         uncovered -= _choices(s)

@@ -192,16 +192,13 @@ def test_regenerating_a_current_copy_changes_no_byte_and_drops_stale_files(tmp_p
     (copy / "diffs" / "gone-feature.diff").write_text("")
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "examples.py"), "--output", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # content and executable bits, as git sees them
-    assert read_tree(copy) == read_tree(
-        EXAMPLES
-    ), f"regenerating changed generated_examples/; run {REGENERATE_COMMAND}"
+    assert read_tree(copy) == read_tree(EXAMPLES), (
+        f"regenerating changed generated_examples/; run {REGENERATE_COMMAND}"
+    )
     assert not (copy / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated_examples"]
 
@@ -213,17 +210,8 @@ def test_check_mode_fails_with_a_diff_and_the_command(tmp_path):
     (copy / "diffs" / "clip.diff").unlink()
     (copy / "stale.txt").write_text("left over\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "examples.py"),
-            "--check",
-            "--output",
-            str(copy),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [sys.executable, str(ROOT / "tools" / "examples.py"), "--check", "--output", str(copy)],
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 1
     assert "-# a hand edit" in result.stdout
@@ -261,10 +249,7 @@ def test_explain_prints_the_explanation_and_the_live_diff(feature):
 def test_explain_piped_is_plain_and_matches_the_committed_diff():
     result = subprocess.run(
         [sys.executable, "-m", "scaffold", "explain", "amp"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "\x1b[" not in result.stdout
@@ -278,9 +263,7 @@ def test_explain_on_a_terminal_is_coloured():
     master, slave = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "scaffold", "explain", "clip"],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
     )
     os.close(slave)
     chunks = []
@@ -339,13 +322,11 @@ def test_every_feature_has_an_explanation():
 def config_fields(train_py: str) -> set[str]:
     module = ast.parse(train_py)
     config = next(
-        node
-        for node in module.body
+        node for node in module.body
         if isinstance(node, ast.ClassDef) and node.name == "Config"
     )
     return {
-        node.target.id
-        for node in config.body
+        node.target.id for node in config.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
     }
 
@@ -359,9 +340,9 @@ def test_explanations_name_code_and_options_that_exist(feature):
         assert location.file in files, f"{location.file} is not in the {feature} render"
         if location.name:
             pattern = rf"^\s*(def|class) {re.escape(location.name)}\b"
-            assert re.search(
-                pattern, files[location.file], re.MULTILINE
-            ), f"{location.file} of the {feature} render defines no {location.name}"
+            assert re.search(pattern, files[location.file], re.MULTILINE), (
+                f"{location.file} of the {feature} render defines no {location.name}"
+            )
     added = config_fields(files["train.py"]) - config_fields(base["train.py"])
     flags = {"--" + name.replace("_", "-") for name in added}
     assert {flag for flag, _ in explanation.options} == flags
@@ -378,34 +359,17 @@ def test_explanations_name_code_and_options_that_exist(feature):
 
 # options of the programs the READMEs launch, besides train.py and scaffold
 LAUNCHER_OPTIONS = {
-    "--standalone",
-    "--nproc_per_node",
-    "--nnodes",
-    "--node_rank",  # torchrun
-    "--rdzv_backend",
-    "--rdzv_endpoint",
-    "--nodes",
-    "--signal",
-    "--requeue",
-    "--open-mode",
-    "--time",
-    "--gpus-per-node",  # sbatch
+    "--standalone", "--nproc_per_node", "--nnodes", "--node_rank",  # torchrun
+    "--rdzv_backend", "--rdzv_endpoint",
+    "--nodes", "--signal", "--requeue", "--open-mode", "--time", "--gpus-per-node",  # sbatch
     "--logdir",  # tensorboard
     "--backend-store-uri",  # mlflow ui
     "--no-input",  # cookiecutter
 }
 SCAFFOLD_OPTIONS = {
-    "--yes",
-    "--force",
-    "--dry-run",
-    "--allow-dirty",
-    "--continue",  # scaffold update
-    "--abort",
-    "--path",
-    "--help",
-    "--version",
-    "--check",
-    "--output",  # python tools/examples.py
+    "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
+    "--continue", "--abort",  # scaffold update
+    "--check", "--output",  # python tools/examples.py
 }
 
 
@@ -413,16 +377,10 @@ SCAFFOLD_OPTIONS = {
 def test_every_option_a_readme_names_exists(readme):
     # with --no-X of each bool; of any example (--activation-checkpointing is not
     # in the largest --fsdp project, which has --compile)
-    train_options = {
-        option
-        for features in example_sets().values()
-        for option in config_options(
-            *(render_example(features)[name] for name in ("train.py", "train_utils.py"))
-        )
-    }
+    train_options = {option for features in example_sets().values()
+                     for option in config_options(*(render_example(features)[name]
+                                                      for name in ("train.py", "train_utils.py")))}
     feature_flags = {"--" + name for name in FEATURES}
     known = train_options | feature_flags | LAUNCHER_OPTIONS | SCAFFOLD_OPTIONS
-    named = set(
-        re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text())
-    )
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", (ROOT / readme).read_text()))
     assert named - known == set(), f"{readme} names options that do not exist"

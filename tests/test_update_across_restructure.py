@@ -114,7 +114,9 @@ class Edit:
         if self.snippet in text:
             return True
         snippet = textwrap.dedent(self.snippet)
-        return any(textwrap.indent(snippet, " " * n) in text for n in range(0, 33, 4))
+        return any(
+            textwrap.indent(snippet, " " * n) in text for n in range(0, 33, 4)
+        )
 
     @property
     def snippet(self) -> str:
@@ -336,9 +338,9 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
 
     after = project_tree(project)
     for path in OWN:
-        assert (
-            after.get(path) == ours[path]
-        ), f"the update changed the user's {path}\n{summary}"
+        assert after.get(path) == ours[path], (
+            f"the update changed the user's {path}\n{summary}"
+        )
     for path, text in rendered.items():
         if path in old.base and ours.get(path) == old.base[path]:
             assert after.get(path) == text, f"untouched {path} is not the new render"
@@ -366,9 +368,9 @@ def test_an_edited_project_of_scaffold_0_1_0_updates_and_keeps_every_edit(tmp_pa
         invented = set(outside.splitlines()) - kept
         assert not invented, f"{path}: lines in neither the user's nor the new file"
     for edit in EDITS:
-        assert edit.snippet in view(
-            split_conflicts(after["train.py"], labels), 0
-        ), f"edit {edit.name!r} is lost\n{summary}"
+        assert edit.snippet in view(split_conflicts(after["train.py"], labels), 0), (
+            f"edit {edit.name!r} is lost\n{summary}"
+        )
 
     # Nothing else: no .scaffold-new the report does not name, no half-written file.
     record = {f"{RECORD_DIR}/{ANSWERS_FILE}"}
