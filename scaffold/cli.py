@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from scaffold import __version__
-from scaffold.errors import ScaffoldError
+from scaffold.errors import InvalidOptionsError, ProjectError, ScaffoldError
 from scaffold.features import FEATURES
 
 app = typer.Typer(
@@ -160,12 +160,11 @@ def list_features() -> None:
     """List the features `scaffold new` can generate."""
     width = max(len(feature.flag) for feature in FEATURES)
     for feature in FEATURES:
-        relations = []
-        if feature.requires:
-            relations.append("requires " + ", ".join(feature.requires))
-        if feature.conflicts:
-            relations.append("conflicts with " + ", ".join(feature.conflicts))
-        suffix = f" [{'; '.join(relations)}]" if relations else ""
+        suffix = (
+            f" [conflicts with {', '.join(feature.conflicts)}]"
+            if feature.conflicts
+            else ""
+        )
         typer.echo(f"{feature.flag:<{width}}  {feature.help}{suffix}")
 
 
@@ -201,18 +200,54 @@ AllowDirtyOption = Annotated[
 ]
 
 
+ContinueOption = Annotated[
+    bool,
+    typer.Option(
+        "--continue",
+        help="Only finish an update that was stopped part-way (any command does it first).",
+    ),
+]
+AbortOption = Annotated[
+    bool,
+    typer.Option("--abort", help="Undo an update that was stopped part-way."),
+]
+
+
+def _finish_stopped(path: Path) -> None:
+    """Finish an update of ``path`` that was stopped part-way, saying so."""
+    from scaffold.update import finish_stopped
+
+    line = finish_stopped(path)
+    if line is not None:
+        typer.echo(line)
+
+
 def _update_with(
-    plan_function: Callable[[], Any], dry_run: bool, allow_dirty: bool
+    path: Path,
+    plan_function: Callable[[], Any],
+    dry_run: bool,
+    allow_dirty: bool,
+    command: str,
 ) -> None:
-    """Plan, check, apply unless --dry-run, report; exit 1 when conflicts remain."""
-    from scaffold.update import execute_plan  # lazy: keeps --help fast
+    """Finish a stopped update, plan, check, apply unless --dry-run, report; exit
+    1 when conflicts remain."""
+    from scaffold.update import (  # lazy: keeps --help fast
+        check_none_stopped,
+        conflict_error,
+        execute_plan,
+        report_lines,
+    )
 
     with run_command():
+        if dry_run:
+            check_none_stopped(path)
+        else:
+            _finish_stopped(path)
         plan = plan_function()
-        execute_plan(plan, dry_run=dry_run, allow_dirty=allow_dirty)
-        for line in plan.report(dry_run=dry_run):
+        execute_plan(plan, dry_run=dry_run, allow_dirty=allow_dirty, command=command)
+        for line in report_lines(plan, dry_run=dry_run):
             typer.echo(line)
-        error = plan.conflict_error()
+        error = conflict_error(plan)
         if error is not None and not dry_run:
             raise error
 
@@ -222,15 +257,32 @@ def update_command(
     path: ProjectArgument = Path("."),
     dry_run: DryRunOption = False,
     allow_dirty: AllowDirtyOption = False,
+    resume: ContinueOption = False,
+    abort: AbortOption = False,
 ) -> None:
     """Merge the installed templates into a project, keeping your edits.
 
     Refuses files with uncommitted git changes (unless --allow-dirty); exits 1
-    when a conflict is left for you to resolve.
+    when a conflict is left for you to resolve. Leaves your own files alone
+    (model.py and data.py once you changed them, and the own_files of
+    .scaffold/answers.json). An update stopped part-way is finished by the next
+    scaffold command in the project, or undone by --abort.
     """
-    from scaffold.update import plan_update
+    from scaffold.update import finish_stopped, plan_update, undo_stopped
 
-    _update_with(lambda: plan_update(path), dry_run, allow_dirty)
+    if resume or abort:
+        with run_command():
+            if resume and abort:
+                raise InvalidOptionsError("choose one of --continue and --abort")
+            if abort:
+                typer.echo(undo_stopped(path))
+                return
+            line = finish_stopped(path)
+            typer.echo(line or f"no stopped update to finish in {path}")
+        return
+    _update_with(
+        path, lambda: plan_update(path), dry_run, allow_dirty, "scaffold update"
+    )
 
 
 @app.command("add")
@@ -246,7 +298,10 @@ def add_command(
     """
     from scaffold.update import plan_features
 
-    _update_with(lambda: plan_features(path, add=features), dry_run, allow_dirty)
+    command = shlex.join(["scaffold", "add", *features])
+    _update_with(
+        path, lambda: plan_features(path, add=features), dry_run, allow_dirty, command
+    )
 
 
 @app.command("remove")
@@ -263,34 +318,93 @@ def remove_command(
     """
     from scaffold.update import plan_features
 
-    _update_with(lambda: plan_features(path, remove=features), dry_run, allow_dirty)
+    command = shlex.join(["scaffold", "remove", *features])
+    _update_with(
+        path,
+        lambda: plan_features(path, remove=features),
+        dry_run,
+        allow_dirty,
+        command,
+    )
+
+
+def _locate(targets: list[Path]) -> tuple[Path, frozenset[str] | None]:
+    """The project directory and the files (relative, posix) that ``targets`` name:
+    a project directory, or files inside one project."""
+    from scaffold.manifest import ANSWERS_FILE, RECORD_DIR
+
+    if not targets:
+        return Path("."), None
+    if len(targets) == 1 and targets[0].is_dir():
+        return targets[0], None
+    projects, files = set(), set()
+    for target in targets:
+        absolute = target.absolute()
+        root = next(
+            (
+                parent
+                for parent in absolute.parents
+                if (parent / RECORD_DIR / ANSWERS_FILE).is_file()
+            ),
+            None,
+        )
+        if root is None:
+            raise ProjectError(f"{target} is not inside a scaffold project")
+        projects.add(root)
+        files.add(absolute.relative_to(root).as_posix())
+    if len(projects) > 1:
+        raise ProjectError("the files named belong to different projects")
+    return projects.pop(), frozenset(files)
 
 
 @app.command("diff")
-def diff_command(path: ProjectArgument = Path(".")) -> None:
-    """Show what `scaffold update` would change, as a unified diff."""
-    from scaffold.update import plan_update
+def diff_command(
+    targets: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="The project directory (default: the current one), or files in it.",
+            metavar="[PATH]...",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show what `scaffold update` would change, as a unified diff.
+
+    Name a file to see only its change; for one of your own files (left alone
+    by updates), the diff is what the template changed in it.
+    """
+    from scaffold.update import plan_diff, plan_update
+    from scaffold.update.report import describe
 
     with run_command():
+        path, files = _locate(targets or [])
+        _finish_stopped(path)
         plan = plan_update(path)
-        typer.echo(plan.unified_diff(), nl=False)
+        typer.echo(plan_diff(plan, files), nl=False)
         for change in plan.changes:
-            if not change.writes:
-                typer.echo(change.describe(), err=True)
+            if not change.writes and (files is None or change.path not in files):
+                typer.echo(describe(change), err=True)
 
 
 @app.command("check")
 def check_command(path: ProjectArgument = Path(".")) -> None:
-    """Exit 0 if a project is current, 1 if an update would change it, 2 on error."""
+    """Exit 0 if a project is current, 1 if an update would change it, 2 on error.
+
+    When it is behind, it says what the new templates bring to its features.
+    """
     from scaffold.update import plan_update
+    from scaffold.update.report import describe, news_lines
 
     with run_command():
+        _finish_stopped(path)
         plan = plan_update(path)
         if plan.is_current:
             typer.echo(f"{plan.name} is up to date.")
             return
         for change in plan.changes:
-            typer.echo(change.describe())
+            typer.echo(describe(change))
+        for line in news_lines(plan):
+            typer.echo(line)
         typer.echo(f"{plan.name} is behind: run `scaffold update {path}`.")
         raise typer.Exit(1)
 

@@ -16,6 +16,10 @@ class InvalidSpecError(ScaffoldError):
     """Raised when a project name or feature set cannot be generated."""
 
 
+class InvalidOptionsError(ScaffoldError):
+    """Raised when a command's options cannot be used together."""
+
+
 class TargetError(ScaffoldError):
     """Raised when the target directory cannot receive a new project."""
 

@@ -6,22 +6,9 @@ code. (generated_examples/diffs/ holds the same diffs, written by
 tools/examples.py.)
 """
 
-import difflib
-
-from scaffold.features import FEATURES_BY_NAME
+from scaffold.textdiff import tree_diff
 
 PROJECT_NAME = "demo"  # both renders have this name: they differ by features only
-
-
-def feature_closure(name: str) -> frozenset[str]:
-    """``name`` and everything it requires, transitively."""
-    chosen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current not in chosen:
-            chosen.add(current)
-            todo.extend(FEATURES_BY_NAME[current].requires)
-    return frozenset(chosen)
 
 
 def render_example(features: frozenset[str]) -> dict[str, str]:
@@ -33,31 +20,10 @@ def render_example(features: frozenset[str]) -> dict[str, str]:
     return build_project(ProjectSpec.create(PROJECT_NAME, set(features)))
 
 
-def unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
-    """A unified diff (`a/`, `b/` prefixes, /dev/null for added or removed files)
-    from the files ``old`` to the files ``new``, file by file in sorted order."""
-    chunks = []
-    for path in sorted(old.keys() | new.keys()):
-        before, after = old.get(path), new.get(path)
-        if before == after:
-            continue
-        lines = difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            (after or "").splitlines(keepends=True),
-            fromfile=f"a/{path}" if before is not None else "/dev/null",
-            tofile=f"b/{path}" if after is not None else "/dev/null",
-        )
-        for line in lines:
-            if not line.endswith("\n"):
-                line += "\n\\ No newline at end of file\n"
-            chunks.append(line)
-    return "".join(chunks)
-
-
 def feature_diff(name: str) -> str:
     """What feature ``name`` adds to the base project, from the installed templates."""
     base = render_example(frozenset())
-    return unified_diff(base, render_example(feature_closure(name)))
+    return tree_diff(base, render_example(frozenset({name})))
 
 
 ANSI = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}

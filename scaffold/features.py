@@ -15,7 +15,6 @@ class Feature:
 
     name: str  # as typed by users: `scaffold add early-stopping`
     help: str  # one line, shown by `scaffold features` and `--help`
-    requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
     why_conflicts: str = ""  # the reason, said with the error
     files: tuple[str, ...] = ()  # files that exist only with this feature

@@ -1,13 +1,16 @@
 """The project's own record, kept in `.scaffold/` for later updates.
 
-- `.scaffold/answers.json`: the tool version and the answers (name, features).
+- `.scaffold/answers.json`: the tool version, the answers (name, features) and,
+  when there are any, ``own_files``: the sorted project paths that are the user's
+  own (an update leaves them alone; see scaffold.update).
 - `.scaffold/base/<path>`: the pristine render of every generated file, the merge
   base that `scaffold update` needs because the installed tool only has today's
   templates.
 """
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaffold import __version__
@@ -17,6 +20,7 @@ from scaffold.spec import ProjectSpec
 RECORD_DIR = ".scaffold"
 ANSWERS_FILE = "answers.json"
 BASE_DIR = "base"
+OWN_FILES_KEY = "own_files"
 
 
 @dataclass(frozen=True)
@@ -26,15 +30,49 @@ class Manifest:
     spec: ProjectSpec
     tool_version: str
     base: dict[str, str]  # relative path -> pristine generated text
+    own_files: frozenset[str] = field(default_factory=frozenset)  # the user's files
 
 
-def manifest_files(spec: ProjectSpec, files: dict[str, str]) -> dict[str, str]:
-    """The `.scaffold/` files recording ``spec`` and the pristine ``files``."""
-    answers = {"tool_version": __version__, **spec.to_answers()}
-    record = {f"{RECORD_DIR}/{ANSWERS_FILE}": json.dumps(answers, indent=2) + "\n"}
+def answers_text(
+    spec: ProjectSpec, own_files: Iterable[str] = (), version: str = __version__
+) -> str:
+    """The text of `.scaffold/answers.json` for ``spec`` and the user's own files."""
+    answers = {"tool_version": version, **spec.to_answers()}
+    own = sorted(set(own_files))
+    if own:  # absent when empty: the records of projects without any stay as they were
+        answers[OWN_FILES_KEY] = own
+    return json.dumps(answers, indent=2) + "\n"
+
+
+def manifest_files(
+    spec: ProjectSpec, files: dict[str, str], own_files: Iterable[str] = ()
+) -> dict[str, str]:
+    """The `.scaffold/` files recording ``spec``, the pristine ``files`` and the
+    paths (project-relative) that are the user's own."""
+    record = {f"{RECORD_DIR}/{ANSWERS_FILE}": answers_text(spec, own_files)}
     for path, text in files.items():
         record[f"{RECORD_DIR}/{BASE_DIR}/{path}"] = text
     return record
+
+
+def read_tree(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` as {relative posix path: text}; {} if absent."""
+    if not directory.is_dir():
+        return {}
+    return {
+        path.relative_to(directory).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _own_files(answers: dict, answers_path: Path) -> frozenset[str]:
+    own = answers.get(OWN_FILES_KEY, [])
+    if not isinstance(own, list) or not all(isinstance(p, str) for p in own):
+        raise ProjectError(
+            f"{answers_path}: {OWN_FILES_KEY} must be a list of project paths"
+        )
+    return frozenset(own)
 
 
 def read_manifest(project_dir: Path) -> Manifest:
@@ -50,14 +88,27 @@ def read_manifest(project_dir: Path) -> Manifest:
         answers = json.loads(answers_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ProjectError(f"cannot read {answers_path}: {exc}") from exc
-    base_dir = record_dir / BASE_DIR
-    base = {
-        path.relative_to(base_dir).as_posix(): path.read_text(encoding="utf-8")
-        for path in sorted(base_dir.rglob("*"))
-        if path.is_file()
-    }
     return Manifest(
         spec=ProjectSpec.from_answers(answers),
         tool_version=str(answers.get("tool_version", "unknown")),
-        base=base,
+        base=read_tree(record_dir / BASE_DIR),
+        own_files=_own_files(answers, answers_path),
     )
+
+
+def parse_version(version: str) -> tuple[int, ...] | None:
+    """``"0.2.0"`` as ``(0, 2, 0)``; None for anything else (e.g. ``"unknown"``)."""
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return None
+
+
+def check_tool_version(recorded: str) -> None:
+    """Refuse a project last updated by a newer scaffold (its templates are newer)."""
+    mine, theirs = parse_version(__version__), parse_version(recorded)
+    if mine is not None and theirs is not None and theirs > mine:
+        raise ProjectError(
+            f"the project was last updated by scaffold {recorded}, newer than this "
+            f"scaffold {__version__}; upgrade scaffold first"
+        )

@@ -3,6 +3,7 @@
 import keyword
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ def check_project_name(name: str) -> str:
     return slug
 
 
+def _normalize(name: str) -> str:
+    """A feature name as typed, in the registry's spelling."""
+    return name.strip().lower().replace("_", "-")
+
+
 @dataclass(frozen=True)
 class ProjectSpec:
     """What to generate: the project's name and the chosen features."""
@@ -53,7 +59,7 @@ class ProjectSpec:
 
     @classmethod
     def create(cls, name: str, features: set[str] | frozenset[str] = frozenset()):
-        """Validate a name and feature set (unknown names, requires, conflicts)."""
+        """Validate a name and feature set (unknown names, conflicts)."""
         check_project_name(name)
         unknown = sorted(set(features) - FEATURES_BY_NAME.keys())
         if unknown:
@@ -63,11 +69,6 @@ class ProjectSpec:
             )
         for feature_name in sorted(features):
             feature = FEATURES_BY_NAME[feature_name]
-            missing = [r for r in feature.requires if r not in features]
-            if missing:
-                raise InvalidSpecError(
-                    f"feature {feature_name} requires {', '.join(missing)}"
-                )
             clashing = [c for c in feature.conflicts if c in features]
             if clashing:
                 reason = f": {feature.why_conflicts}" if feature.why_conflicts else ""
@@ -85,6 +86,28 @@ class ProjectSpec:
     def with_features(self, features: set[str] | frozenset[str]) -> "ProjectSpec":
         """A validated copy with another feature set (for add/remove)."""
         return ProjectSpec.create(self.name, features)
+
+    def with_changes(
+        self, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> "ProjectSpec":
+        """A validated copy that adds and removes features (names as typed by users:
+        `early_stopping` and `Early-Stopping` are `early-stopping`)."""
+        adding = [_normalize(name) for name in add]
+        removing = [_normalize(name) for name in remove]
+        present = sorted(name for name in adding if name in self.features)
+        if present:
+            raise InvalidSpecError(f"the project already has {', '.join(present)}")
+        absent = sorted(
+            name
+            for name in removing
+            if name not in self.features and name not in adding
+        )
+        if absent:
+            have = ", ".join(self.sorted_features()) or "none"
+            raise InvalidSpecError(
+                f"the project does not have {', '.join(absent)} (it has: {have})"
+            )
+        return self.with_features((set(self.features) | set(adding)) - set(removing))
 
     def sorted_features(self) -> list[str]:
         """Chosen features in registry order (stable output everywhere)."""

@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from scaffold.atomic import SCRIPT_SUFFIXES, write_atomic
+from scaffold.atomic import SCRIPT_SUFFIXES, new_file_mode, write_atomic
 from scaffold.errors import TargetError
 
 
@@ -63,13 +63,12 @@ def write_project(target: Path, files: dict[str, str], force: bool = False) -> N
         check_target(target, files, force)
         # a fixed short prefix: the target's own name may already be as long as
         # the file system allows
-        staging = Path(tempfile.mkdtemp(prefix=".scaffold-new-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=".scaffold-staging-", dir=target.parent))
     except OSError as exc:  # e.g. a path longer than the system allows
         raise _cannot_write(target, exc) from exc
-    # mkdtemp makes a private (0700) directory; a project gets the usual mode
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+    # mkdtemp makes a private (0700) directory; a project gets the usual mode,
+    # that of a new executable file (a directory needs its x bits)
+    staging.chmod(new_file_mode(executable=True))
     try:
         _write_tree(staging, files)
         if not target.exists():

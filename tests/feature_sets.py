@@ -41,11 +41,9 @@ def _choices(features: frozenset[str]) -> set[tuple]:
 
 
 def _closure(features) -> frozenset[str]:
-    """The features with all that they require."""
-    closed = set(features)
-    while missing := {r for f in FEATURES if f.name in closed for r in f.requires} - closed:
-        closed |= missing
-    return frozenset(closed)
+    """The features as a set (no feature requires another: the smallest set with
+    the chosen ones is the chosen ones)."""
+    return frozenset(features)
 
 
 def _possible(choice: tuple) -> bool:

@@ -23,13 +23,9 @@ from typer.testing import CliRunner
 
 from scaffold.cli import app
 from scaffold.explanations import load_explanations
-from scaffold.feature_diff import (
-    colorize_diff,
-    feature_diff,
-    render_example,
-    unified_diff,
-)
+from scaffold.feature_diff import colorize_diff, feature_diff, render_example
 from scaffold.features import feature_names
+from scaffold.textdiff import tree_diff
 from tools.examples import REGENERATE_COMMAND, check_examples, example_sets, read_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +143,7 @@ def test_the_applier_round_trips_edge_cases():
         "tail.txt": "no newline at the end\n",
         "lines.txt": "".join(f"line {n}\n" for n in range(40) if n not in (3, 30)),
     }
-    diff = unified_diff(old, new)
+    diff = tree_diff(old, new)
     assert "\\ No newline at end of file" in diff
     assert "--- /dev/null\n+++ b/added.sh\n" in diff
     assert "--- a/gone.txt\n+++ /dev/null\n" in diff
@@ -372,6 +368,7 @@ LAUNCHER_OPTIONS = {
 }
 SCAFFOLD_OPTIONS = {
     "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
+    "--continue", "--abort",  # scaffold update
     "--check", "--output",  # python tools/examples.py
 }
 

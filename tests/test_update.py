@@ -31,10 +31,16 @@ from scaffold.cli import app
 from scaffold.errors import InvalidSpecError
 from scaffold.features import feature_names
 from scaffold.generate import build_project
-from scaffold.manifest import manifest_files
+from scaffold.manifest import answers_text, manifest_files
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
-from scaffold.update import NEW_SUFFIX, execute_plan, plan_features, plan_update
+from scaffold.update import (
+    NEW_SUFFIX,
+    execute_plan,
+    plan_features,
+    plan_update,
+    report_lines,
+)
 
 NAME = "proj"
 LABEL_BASE = f"base (scaffold {__version__})"
@@ -490,9 +496,15 @@ def test_add_equals_a_fresh_render_plus_the_edits_and_remove_round_trips(
     assert tree(project / ".scaffold/base") == {p: t.encode() for p, t in fresh.items()}
     answers = json.loads((project / ".scaffold/answers.json").read_text())
     assert answers["features"] == sorted(features, key=feature_names().index)
+    assert answers["own_files"] == ["data.py", "model.py"]  # the user replaced them
 
     result = invoke("remove", *features, "-C", project)
     assert result.exit_code == 0, result.output
+    answers_path = ".scaffold/answers.json"
+    recorded = json.loads(edited[answers_path])
+    edited[answers_path] = answers_text(
+        ProjectSpec.from_answers(recorded), answers["own_files"]
+    ).encode()
     assert tree(project) == edited
 
 
@@ -584,7 +596,7 @@ def test_random_edits_survive_random_feature_changes(data):
             (project / path).write_text(_apply_edits(renders[0][path], path_edits))
         for before, after in itertools.pairwise(sets):
             plan = plan_features(project, add=after - before, remove=before - after)
-            assert not plan.conflicts, "\n".join(plan.report())
+            assert not plan.conflicts, "\n".join(report_lines(plan))
             execute_plan(plan)
             for path in project.glob("**/*.py"):
                 compile(path.read_text(), str(path), "exec")

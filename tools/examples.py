@@ -25,14 +25,10 @@ if str(CHECKOUT) not in sys.path:  # run as a script: this checkout's scaffold
     sys.path.insert(0, str(CHECKOUT))
 
 from scaffold.explanations import Location, load_explanations  # noqa: E402
-from scaffold.feature_diff import (  # noqa: E402
-    PROJECT_NAME,
-    feature_closure,
-    render_example,
-    unified_diff,
-)
+from scaffold.feature_diff import PROJECT_NAME, render_example  # noqa: E402
 from scaffold.features import FEATURES, compatible_with  # noqa: E402
 from scaffold.manifest import RECORD_DIR  # noqa: E402
+from scaffold.textdiff import tree_diff  # noqa: E402
 
 EXAMPLE_NAME = PROJECT_NAME  # every example has this name: renders differ by features
 REGENERATE_COMMAND = "python tools/examples.py"
@@ -43,7 +39,7 @@ IGNORED_PARTS = {"__pycache__", ".pytest_cache", "runs"}
 def example_sets() -> dict[str, frozenset[str]]:
     """Directory name in generated_examples/ -> the features of that render."""
     sets = {"base": frozenset()}
-    sets.update({feature.name: feature_closure(feature.name) for feature in FEATURES})
+    sets.update({feature.name: frozenset({feature.name}) for feature in FEATURES})
     sets["ddp-amp"] = frozenset({"ddp", "amp"})
     # every feature that goes with --ddp; and with --fsdp, its alternative
     sets["all"] = compatible_with("ddp")
@@ -200,7 +196,7 @@ def _write_examples_into(root: Path) -> None:
         write_project(root / directory, {**files, **manifest_files(spec, files)})
     (root / "diffs").mkdir()
     for feature in FEATURES:
-        diff = unified_diff(renders["base"], renders[feature.name])
+        diff = tree_diff(renders["base"], renders[feature.name])
         (root / "diffs" / f"{feature.name}.diff").write_text(diff, encoding="utf-8")
     (root / "README.md").write_text(examples_readme(), encoding="utf-8")
 
@@ -261,7 +257,7 @@ def compare_trees(
         if path in want and path in have and want[path][0] != have[path][0]:
             old = have[path][0].decode("utf-8", errors="replace")
             new = want[path][0].decode("utf-8", errors="replace")
-            diff = unified_diff({f"{label}/{path}": old}, {f"{label}/{path}": new})
+            diff = tree_diff({f"{label}/{path}": old}, {f"{label}/{path}": new})
             report.append(diff or f"differs: {label}/{path}\n")
     return "".join(report)
 

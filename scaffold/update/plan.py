@@ -1,25 +1,28 @@
 """The plan of an update: what happens to each generated file, decided without
-writing anything (see scaffold.update for the three versions of a file and how
-conflicts are recorded)."""
+writing anything (see scaffold.update for the three versions of a file, how
+conflicts are recorded and which files are the user's own). Presenting a plan is
+scaffold.update.report's job, writing it scaffold.update.apply's."""
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from scaffold import __version__
-from scaffold.errors import InvalidSpecError, MergeConflictError, ProjectError
+from scaffold.errors import ProjectError
 from scaffold.generate import build_project
 from scaffold.manifest import (
     ANSWERS_FILE,
     BASE_DIR,
     RECORD_DIR,
-    manifest_files,
+    answers_text,
+    check_tool_version,
     read_manifest,
+    read_tree,
 )
 from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 from scaffold.spec import ProjectSpec
+from scaffold.textdiff import as_text
 
 DEFAULT_LABELS = MergeLabels()
 
@@ -27,6 +30,8 @@ DEFAULT_LABELS = MergeLabels()
 CONFLICTS_DIR = "conflicts"
 # <path>.scaffold-new: the new version of a file that could not be merged
 NEW_SUFFIX = ".scaffold-new"
+# the demo's files: the user's own once they differ from the recorded render
+DEMO_FILES = frozenset({"model.py", "data.py"})
 
 
 class Action(Enum):
@@ -41,6 +46,7 @@ class Action(Enum):
     KEEP_CHANGED = "kept"  # no longer generated, but the user changed it
     KEEP_DELETED = "skipped"  # the user deleted it: it stays deleted
     UNRESOLVED = "unresolved"  # still conflicted from an earlier update: left alone
+    OWN = "own"  # the user's own file: left alone while its template changed
 
 
 CONFLICT_ACTIONS = frozenset({Action.CONFLICT, Action.BESIDE, Action.UNRESOLVED})
@@ -55,6 +61,8 @@ class FileChange:
     before: bytes | None = None  # at ``target`` now (None: no file there)
     after: bytes | None = None  # at ``target`` after the update (None: no file)
     reason: str = ""  # shown in the report
+    # for an OWN file: the template's render at the recorded base, and now
+    template: tuple[str | None, str | None] | None = None
 
     @property
     def target(self) -> str:
@@ -66,12 +74,6 @@ class FileChange:
         """Whether applying this change alters a file on disk."""
         return self.before != self.after
 
-    def describe(self) -> str:
-        """One report line: the action, the path, and why when it is not obvious."""
-        word = "conflict" if self.action is Action.BESIDE else self.action.value
-        text = f"{word:<10} {self.path}"
-        return f"{text}: {self.reason}" if self.reason else text
-
 
 @dataclass(frozen=True)
 class UpdatePlan:
@@ -82,6 +84,8 @@ class UpdatePlan:
     new_spec: ProjectSpec
     changes: tuple[FileChange, ...]  # files with something to do or to report
     records: dict[str, bytes | None] = field(default_factory=dict)  # .scaffold/ files
+    from_version: str = __version__  # the scaffold that wrote the record
+    own_files: frozenset[str] = frozenset()  # the user's own, after the update
 
     @property
     def name(self) -> str:
@@ -100,8 +104,15 @@ class UpdatePlan:
 
     @property
     def is_current(self) -> bool:
-        """True when the project already matches its answers and the templates."""
-        return self.old_spec == self.new_spec and not self.writes and not self.conflicts
+        """True when the project already matches its answers and the templates,
+        and its record names this scaffold's version (a template change to one of
+        the user's own files leaves nothing to do)."""
+        return (
+            self.old_spec == self.new_spec
+            and self.from_version == __version__
+            and not self.writes
+            and not self.conflicts
+        )
 
     def touched_paths(self) -> list[str]:
         """The project files (relative paths) that applying the plan writes.
@@ -109,59 +120,6 @@ class UpdatePlan:
         The ``.scaffold/`` record is left out: it is scaffold's own bookkeeping.
         """
         return sorted({change.target for change in self.writes})
-
-    def report(self, dry_run: bool = False) -> list[str]:
-        """Human-readable lines: one per file, then a summary."""
-        lines = [change.describe() for change in self.changes]
-        added = sorted(self.new_spec.features - self.old_spec.features)
-        removed = sorted(self.old_spec.features - self.new_spec.features)
-        name = self.name
-        if self.is_current:
-            lines.append(f"{name} is up to date with scaffold {__version__}.")
-            return lines
-        summary = f"{len(self.writes)} file(s) changed"
-        if added:
-            summary += f", added {', '.join(added)}"
-        if removed:
-            summary += f", removed {', '.join(removed)}"
-        if self.conflicts:
-            summary += f", {len(self.conflicts)} conflict(s)"
-        prefix = "Dry run, nothing written; would update" if dry_run else "Updated"
-        lines.append(f"{prefix} {name}: {summary}.")
-        return lines
-
-    def conflict_error(self) -> MergeConflictError | None:
-        """The error to raise after applying a plan that left conflicts, if any."""
-        if not self.conflicts:
-            return None
-        paths = ", ".join(change.path for change in self.conflicts)
-        return MergeConflictError(
-            f"conflicts in {len(self.conflicts)} file(s): {paths}; resolve the "
-            f"<<<<<<< markers (or compare with the *{NEW_SUFFIX} file and delete it), "
-            "then run `scaffold update` again"
-        )
-
-    def unified_diff(self) -> str:
-        """The plan's file changes as one unified diff (``a/`` = now, ``b/`` = after)."""
-        chunks = []
-        for change in self.writes:
-            old = f"a/{change.target}" if change.before is not None else "/dev/null"
-            new = f"b/{change.target}" if change.after is not None else "/dev/null"
-            before, after = (
-                _as_text(change.before or b""),
-                _as_text(change.after or b""),
-            )
-            if before is None or after is None:
-                chunks.append(f"Binary files {old} and {new} differ\n")
-                continue
-            lines = difflib.unified_diff(
-                before.splitlines(keepends=True),
-                after.splitlines(keepends=True),
-                fromfile=old,
-                tofile=new,
-            )
-            chunks.append("".join(_ensure_newline(line) for line in lines))
-        return "".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -171,22 +129,7 @@ class _Decision:
     change: FileChange | None
     base: str | None
     pending: str | None = None
-
-
-def _ensure_newline(line: str) -> str:
-    if line.endswith("\n"):
-        return line
-    return line + "\n\\ No newline at end of file\n"
-
-
-def _as_text(data: bytes) -> str | None:
-    """``data`` decoded as UTF-8 text, or None for binary content."""
-    if b"\0" in data:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    own: bool = False
 
 
 def _encode(text: str | None) -> bytes | None:
@@ -197,8 +140,23 @@ def _unresolved(ours: bytes | None, beside: bytes | None) -> bool:
     """Whether an earlier conflict is still visible in the project."""
     if beside is not None:
         return True
-    text = None if ours is None else _as_text(ours)
+    text = None if ours is None else as_text(ours)
     return text is not None and has_conflict_markers(text)
+
+
+def _is_own(
+    path: str, listed: bool, base: str | None, ours: bytes | None, theirs: str | None
+) -> bool:
+    """Whether the user owns the file: named in the record, or a demo file
+    (model.py, data.py) that differs from both the recorded and the new render."""
+    if listed:
+        return True
+    return (
+        path in DEMO_FILES
+        and base is not None
+        and ours is not None
+        and ours not in (_encode(base), _encode(theirs))
+    )
 
 
 def decide(
@@ -209,12 +167,14 @@ def decide(
     *,
     pending: str | None = None,
     beside: bytes | None = None,
+    own: bool = False,
     labels: MergeLabels = DEFAULT_LABELS,
 ) -> _Decision:
     """Decide one file's fate from its base, the user's bytes and the new render.
 
     ``pending`` is the render of an earlier conflict on this file, ``beside`` the
     current content of ``<path>.scaffold-new``; None means absent throughout.
+    ``own``: the record names the file as the user's own.
     """
     if pending is not None:
         if _unresolved(ours, beside):
@@ -224,6 +184,16 @@ def decide(
                 FileChange(path, Action.UNRESOLVED, ours, ours, reason), base, pending
             )
         base = pending  # the user resolved the conflict against this render
+    if _is_own(path, own, base, ours, theirs):
+        # the user's file stays as it is, and so does its base: `scaffold diff PATH`
+        # shows the template's change since the render the user started from
+        if theirs == base:
+            return _Decision(None, base, own=True)
+        reason = (
+            f"your own file, left alone; the template changed: scaffold diff {path}"
+        )
+        change = FileChange(path, Action.OWN, ours, ours, reason, (base, theirs))
+        return _Decision(change, base, own=True)
     new = _encode(theirs)
     if base is None:
         if theirs is None:
@@ -254,7 +224,7 @@ def decide(
         return _Decision(change, theirs)
     if theirs == base:  # the template did not change it: the user's version stays
         return _Decision(None, theirs)
-    text = _as_text(ours)
+    text = as_text(ours)
     if text is None:
         reason = (
             f"not a text file, kept yours; the new version is in {path}{NEW_SUFFIX}"
@@ -273,17 +243,6 @@ def decide(
     return _Decision(change if change.writes else None, theirs)
 
 
-def _read_tree(directory: Path) -> dict[str, str]:
-    """Every file under ``directory`` as {relative posix path: text}."""
-    if not directory.is_dir():
-        return {}
-    return {
-        path.relative_to(directory).as_posix(): path.read_text(encoding="utf-8")
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
 def _read_file(path: Path) -> bytes | None:
     """The bytes of a project file, None when it does not exist."""
     if not path.exists():
@@ -291,23 +250,6 @@ def _read_file(path: Path) -> bytes | None:
     if not path.is_file():
         raise ProjectError(f"{path} is not a regular file; move it away and run again")
     return path.read_bytes()
-
-
-def _check_version(recorded: str) -> None:
-    """Refuse a project last updated by a newer scaffold (its templates are newer)."""
-
-    def parts(version: str) -> tuple[int, ...] | None:
-        try:
-            return tuple(int(part) for part in version.split("."))
-        except ValueError:
-            return None
-
-    mine, theirs = parts(__version__), parts(recorded)
-    if mine is not None and theirs is not None and theirs > mine:
-        raise ProjectError(
-            f"the project was last updated by scaffold {recorded}, newer than this "
-            f"scaffold {__version__}; upgrade scaffold first"
-        )
 
 
 def _record_changes(
@@ -335,12 +277,12 @@ def plan_update(
     if not project_dir.is_dir():
         raise ProjectError(f"{project_dir} is not a directory")
     manifest = read_manifest(project_dir)
-    _check_version(manifest.tool_version)
+    check_tool_version(manifest.tool_version)
     old_spec = manifest.spec
     new_spec = old_spec if features is None else old_spec.with_features(set(features))
     rendered = build_project(new_spec, template_dir)
     record_dir = project_dir / RECORD_DIR
-    old_pending = _read_tree(record_dir / CONFLICTS_DIR)
+    old_pending = read_tree(record_dir / CONFLICTS_DIR)
     labels = MergeLabels(
         ours="yours",
         base=f"base (scaffold {manifest.tool_version})",
@@ -349,7 +291,10 @@ def plan_update(
     changes: list[FileChange] = []
     new_base: dict[str, str] = {}
     new_pending: dict[str, str] = {}
-    for path in sorted(manifest.base.keys() | old_pending.keys() | rendered.keys()):
+    own = set(manifest.own_files)
+    for path in sorted(
+        manifest.base.keys() | old_pending.keys() | rendered.keys() | own
+    ):
         decision = decide(
             path,
             manifest.base.get(path),
@@ -357,6 +302,7 @@ def plan_update(
             rendered.get(path),
             pending=old_pending.get(path),
             beside=_read_file(project_dir / (path + NEW_SUFFIX)),
+            own=path in manifest.own_files,
             labels=labels,
         )
         if decision.change is not None:
@@ -365,19 +311,27 @@ def plan_update(
             new_base[path] = decision.base
         if decision.pending is not None:
             new_pending[path] = decision.pending
+        if decision.own:
+            own.add(path)
     records = _record_changes(manifest.base, new_base, BASE_DIR)
     records.update(_record_changes(old_pending, new_pending, CONFLICTS_DIR))
-    answers = manifest_files(new_spec, {})
+    answers = answers_text(new_spec, own)
     answers_path = f"{RECORD_DIR}/{ANSWERS_FILE}"
-    if records or new_spec != old_spec or any(change.writes for change in changes):
+    # a new scaffold version alone is recorded too: its changelog was said once
+    behind = manifest.tool_version != __version__
+    if records or behind or new_spec != old_spec or any(c.writes for c in changes):
         current = (record_dir / ANSWERS_FILE).read_text(encoding="utf-8")
-        if current != answers[answers_path]:
-            records[answers_path] = _encode(answers[answers_path])
-    return UpdatePlan(project_dir, old_spec, new_spec, tuple(changes), records)
-
-
-def _normalize(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+        if current != answers:
+            records[answers_path] = _encode(answers)
+    return UpdatePlan(
+        project_dir,
+        old_spec,
+        new_spec,
+        tuple(changes),
+        records,
+        from_version=manifest.tool_version,
+        own_files=frozenset(own),
+    )
 
 
 def plan_features(
@@ -387,19 +341,5 @@ def plan_features(
     template_dir: Path | None = None,
 ) -> UpdatePlan:
     """Plan an update that adds and/or removes features (names as in `scaffold features`)."""
-    spec = read_manifest(Path(project_dir)).spec
-    adding = [_normalize(name) for name in add]
-    removing = [_normalize(name) for name in remove]
-    present = sorted(name for name in adding if name in spec.features)
-    if present:
-        raise InvalidSpecError(f"the project already has {', '.join(present)}")
-    absent = sorted(
-        name for name in removing if name not in spec.features and name not in adding
-    )
-    if absent:
-        have = ", ".join(spec.sorted_features()) or "none"
-        raise InvalidSpecError(
-            f"the project does not have {', '.join(absent)} (it has: {have})"
-        )
-    features = (set(spec.features) | set(adding)) - set(removing)
-    return plan_update(project_dir, features, template_dir)
+    spec = read_manifest(Path(project_dir)).spec.with_changes(add, remove)
+    return plan_update(project_dir, spec.features, template_dir)
