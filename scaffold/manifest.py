@@ -7,12 +7,14 @@
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from scaffold import __version__
 from scaffold.errors import ProjectError
 from scaffold.spec import ProjectSpec
+from scaffold.template_source import RECORD_KEY, TemplateSource
 
 RECORD_DIR = ".scaffold"
 ANSWERS_FILE = "answers.json"
@@ -28,9 +30,26 @@ class Manifest:
     base: dict[str, str]  # relative path -> pristine generated text
 
 
-def manifest_files(spec: ProjectSpec, files: dict[str, str]) -> dict[str, str]:
-    """The `.scaffold/` files recording ``spec`` and the pristine ``files``."""
+OWN_FILES_KEY = "own_files"  # in answers.json: the user's files, never merged
+
+
+def manifest_files(
+    spec: ProjectSpec,
+    files: dict[str, str],
+    own_files: Iterable[str] = (),
+    templates: TemplateSource | None = None,
+) -> dict[str, str]:
+    """The `.scaffold/` files recording ``spec`` and the pristine ``files``.
+
+    ``own_files``: project paths that are the user's (recorded sorted, when any);
+    ``templates``: the source of the templates that rendered ``files`` (recorded
+    when given). Left out, the record is what scaffold 0.2 wrote.
+    """
     answers = {"tool_version": __version__, **spec.to_answers()}
+    if own_files:
+        answers[OWN_FILES_KEY] = sorted(set(own_files))
+    if templates is not None:
+        answers[RECORD_KEY] = templates.to_record()
     record = {f"{RECORD_DIR}/{ANSWERS_FILE}": json.dumps(answers, indent=2) + "\n"}
     for path, text in files.items():
         record[f"{RECORD_DIR}/{BASE_DIR}/{path}"] = text
@@ -61,3 +80,16 @@ def read_manifest(project_dir: Path) -> Manifest:
         tool_version=str(answers.get("tool_version", "unknown")),
         base=base,
     )
+
+
+def read_own_files(project_dir: Path) -> list[str]:
+    """The paths the project's record names as the user's own (none in a record
+    from before scaffold 0.3, or one that cannot be read: read_manifest says why)."""
+    try:
+        answers = json.loads(
+            (project_dir / RECORD_DIR / ANSWERS_FILE).read_text(encoding="utf-8")
+        )
+    except (OSError, ValueError):
+        return []
+    own = answers.get(OWN_FILES_KEY, []) if isinstance(answers, dict) else []
+    return sorted(str(path) for path in own) if isinstance(own, list) else []
