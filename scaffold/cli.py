@@ -238,12 +238,16 @@ AllowDirtyOption = Annotated[
 
 
 def _update_with(
-    plan_function: Callable[[], Any], dry_run: bool, allow_dirty: bool
+    path: Path, plan_function: Callable[[], Any], dry_run: bool, allow_dirty: bool
 ) -> None:
     """Plan, check, apply unless --dry-run, report; exit 1 when conflicts remain."""
+    from scaffold.template_source import update_notice
     from scaffold.update import execute_plan  # lazy: keeps --help fast
 
     with run_command():
+        notice = update_notice(path)  # templates of another source: said first
+        if notice is not None:
+            typer.echo(notice)
         plan = plan_function()
         execute_plan(plan, dry_run=dry_run, allow_dirty=allow_dirty)
         for line in plan.report(dry_run=dry_run):
@@ -266,7 +270,7 @@ def update_command(
     """
     from scaffold.update import plan_update
 
-    _update_with(lambda: plan_update(path), dry_run, allow_dirty)
+    _update_with(path, lambda: plan_update(path), dry_run, allow_dirty)
 
 
 @app.command("add")
@@ -282,7 +286,9 @@ def add_command(
     """
     from scaffold.update import plan_features
 
-    _update_with(lambda: plan_features(path, add=features), dry_run, allow_dirty)
+    _update_with(
+        path, lambda: plan_features(path, add=features), dry_run, allow_dirty
+    )
 
 
 @app.command("remove")
@@ -299,7 +305,9 @@ def remove_command(
     """
     from scaffold.update import plan_features
 
-    _update_with(lambda: plan_features(path, remove=features), dry_run, allow_dirty)
+    _update_with(
+        path, lambda: plan_features(path, remove=features), dry_run, allow_dirty
+    )
 
 
 @app.command("diff")

@@ -42,6 +42,13 @@ def existing_files(target: Path, files: dict[str, str]) -> tuple[set[str], set[s
     """Of the generated ``files``, those ``target`` already has: (the same text,
     other content). Raises TargetError for a directory that is already a project,
     or whose own files would take the training loop's place."""
+    try:
+        return _existing_files(target, files)
+    except OSError as exc:  # e.g. a path longer than the system allows
+        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def _existing_files(target: Path, files: dict[str, str]) -> tuple[set[str], set[str]]:
     if not target.is_dir():
         return set(), set()
     if (target / RECORD_DIR).exists():
@@ -89,5 +96,8 @@ def check_new(path: Path | str) -> ProjectSpec:
     spec = ProjectSpec.create(project_name(path), set())
     target = Path(path)
     existing_files(target, build_project(spec))
-    check_target(target.absolute(), {})
+    try:
+        check_target(target.absolute(), {})
+    except OSError as exc:
+        raise TargetError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return spec

@@ -17,9 +17,11 @@ from scaffold.manifest import (
     RECORD_DIR,
     manifest_files,
     read_manifest,
+    read_own_files,
 )
 from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 from scaffold.spec import ProjectSpec
+from scaffold.template_source import installed_source
 
 DEFAULT_LABELS = MergeLabels()
 
@@ -367,7 +369,12 @@ def plan_update(
             new_pending[path] = decision.pending
     records = _record_changes(manifest.base, new_base, BASE_DIR)
     records.update(_record_changes(old_pending, new_pending, CONFLICTS_DIR))
-    answers = manifest_files(new_spec, {})
+    answers = manifest_files(
+        new_spec,
+        {},
+        own_files=read_own_files(project_dir),
+        templates=installed_source(template_dir),
+    )
     answers_path = f"{RECORD_DIR}/{ANSWERS_FILE}"
     if records or new_spec != old_spec or any(change.writes for change in changes):
         current = (record_dir / ANSWERS_FILE).read_text(encoding="utf-8")
