@@ -128,7 +128,8 @@ def new_project(path: str, yes: bool, force: bool, **chosen: bool) -> None:
         typer.echo(f"To repeat: {spec.command_line(path)}")
         mine = {"model.py", "data.py"} & set(created.own_files)
         run = "python train.py --fast-dev-run" if mine else "python train.py"
-        typer.echo(f"Next: cd {shlex.quote(str(path))} && {run}")
+        here = Path(path).resolve() == Path.cwd().resolve()
+        typer.echo(f"Next: {run}" if here else f"Next: cd {shlex.quote(path)} && {run}")
 
 
 def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
