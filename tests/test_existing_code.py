@@ -145,3 +145,34 @@ def test_add_leaves_the_users_own_files_alone(tmp_path):
     assert "clip" in (repo / "train.py").read_text()
     answers = json.loads((repo / ".scaffold" / "answers.json").read_text())
     assert answers["own_files"] == ["README.md", "data.py", "model.py"]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_a_stop_while_moving_files_in_leaves_the_directory_as_it_was(
+    tmp_path, monkeypatch, stop
+):
+    from scaffold import writer
+    from scaffold.errors import TargetError
+    from scaffold.project import create_project
+
+    repo = tmp_path / "mine"
+    repo.mkdir()
+    (repo / "model.py").write_text("# my model\n")
+    (repo / "tests").mkdir()  # a directory the project also writes into
+    before = tree(repo)
+    real_replace = writer.os.replace
+    moves = []
+
+    def replace_then_stop(source, destination):
+        moves.append(destination)
+        if len(moves) == 4:  # after three files were moved in, as Ctrl-C would
+            raise stop()
+        real_replace(source, destination)
+
+    monkeypatch.setattr(writer.os, "replace", replace_then_stop)
+    with pytest.raises(TargetError if stop is OSError else KeyboardInterrupt):
+        create_project(repo, {"slurm"})  # .scaffold/base/: directories made by the move
+    assert len(moves) == 4
+    assert tree(repo) == before
+    assert sorted(p.name for p in repo.iterdir()) == ["model.py", "tests"]
+    assert list((repo / "tests").iterdir()) == []
