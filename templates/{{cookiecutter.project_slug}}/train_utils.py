@@ -273,7 +273,7 @@ CONTRACT = {
     "model": {
         "build_model": "build_model(cfg) -> a torch.nn.Module",
 {% if multi_optim %}
-        "build_optimizers": "build_optimizers(model, cfg) -> [(name, optimizer, every)]",
+        "build_optimizers": "build_optimizers(model, cfg) -> [(name, optimizer, n)]",
         "compute_loss": "compute_loss(model, batch, name) -> (loss, metrics)",
 {% else %}
         "compute_loss": "compute_loss(model, batch) -> (loss, metrics)",
