@@ -50,9 +50,6 @@ def excluded_by(feature: Feature, chosen: set[str]) -> str | None:
         return f"{feature.flag}: excluded by {other.flag}" + (
             f" ({why})" if why else ""
         )
-    missing = [name for name in feature.requires if name not in chosen]
-    if missing:
-        return f"{feature.flag} needs --{', --'.join(missing)}"
     return None
 
 

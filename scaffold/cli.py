@@ -141,8 +141,9 @@ def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
             annotation=Annotated[
                 str,
                 typer.Argument(
+                    metavar="PATH",
                     help="Directory to create, or an existing one to add the training "
-                    "files to (`.` included); its name names the project."
+                    "files to (`.` included); its name names the project.",
                 ),
             ],
         ),
