@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.chooser import GROUPS
+from scaffold.chooser import GROUPS, ask_features
 from scaffold.features import FEATURES, FEATURES_BY_NAME
 from scaffold.manifest import read_manifest
+from scaffold.spec import ProjectSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,6 +87,21 @@ def test_every_feature_is_asked_in_exactly_one_group():
                 assert others & (set(feature.conflicts) | {
                     o for o in others if name in FEATURES_BY_NAME[o].conflicts}), name
 
+
+
+def test_no_sequence_of_answers_ends_in_a_refusal():
+    # every answer to the first question, then every yes/no pattern for the
+    # questions that follow (as many as there are features): each ends in a set
+    # that `scaffold new` accepts, and every feature is reachable
+    yes_no = len(FEATURES) - 1
+    reached = set()
+    for first in ("0", "1", "2"):
+        for mask in range(2**yes_no):
+            replies = iter([first, *("y" if mask >> i & 1 else "n" for i in range(yes_no))])
+            chosen = ask_features(lambda prompt, r=replies: next(r), lambda line: None)
+            ProjectSpec.create("proj", chosen)  # raises on a refused set
+            reached |= chosen
+    assert reached == {feature.name for feature in FEATURES}
 
 def test_a_person_chooses_sees_the_summary_and_the_project_is_written(tmp_path):
     term = Terminal(tmp_path, "new", "proj")
