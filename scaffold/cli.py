@@ -77,27 +77,59 @@ def _is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def _ask_features() -> set[str]:
-    """Ask yes/no for each feature (used in a terminal without flags)."""
-    return {
-        feature.name
-        for feature in FEATURES
-        if typer.confirm(f"{feature.flag:<18} {feature.help}", default=False)
-    }
+def _choose_features(path: str) -> set[str]:
+    """Ask for the features in a terminal; show the result; confirm before writing.
+
+    The name and the target are checked first, so that no answer is given for
+    a project that cannot be made.
+    """
+    from scaffold.chooser import ask_features, confirm
+    from scaffold.project import check_new
+
+    spec = check_new(path)
+    typer.echo(f"Features of {spec.name} (Enter keeps the default; Ctrl-C stops):")
+    features = ask_features(input, typer.echo)
+    spec = spec.with_features(features)
+    if not confirm(input, typer.echo, spec.sorted_features(), spec.command_line(path), path):
+        typer.echo("Nothing written.")
+        raise typer.Exit(1)
+    return features
 
 
-def new_project(path: Path, yes: bool, force: bool, **chosen: bool) -> None:
-    """Create a new training project at PATH (its last part is the project name)."""
+def new_project(path: str, yes: bool, force: bool, **chosen: bool) -> None:
+    """Create a training project at PATH (its last part is the project name).
+
+    PATH may be an existing directory, `.` included, such as a repository with
+    your own model: the training files are added, and every file already there
+    is kept as it is and recorded as yours.
+    """
     from scaffold.project import create_project  # lazy: keeps --help fast
 
+    del force  # accepted for old scripts: existing files are always kept now
     features = {f.name for f in FEATURES if chosen.get(f.key)}
     with run_command():
-        if not features and not yes and _is_interactive():
-            features = _ask_features()
-        spec = create_project(path, features, force=force)
-        typer.echo(f"Created {path} ({len(spec.features)} feature(s)).")
+        try:
+            if not features and not yes and _is_interactive():
+                features = _choose_features(path)
+            created = create_project(path, features)
+        except (KeyboardInterrupt, EOFError):
+            # the writer takes back anything it wrote before the stop
+            typer.echo("\nStopped; nothing written.", err=True)
+            raise typer.Exit(130) from None
+        spec = created.spec
+        if created.own_files:
+            typer.echo(
+                f"Added the training files to {path} ({len(spec.features)} "
+                f"feature(s)); kept your {', '.join(created.own_files)} as they "
+                "are, recorded as your own (`scaffold update` leaves them alone)."
+            )
+        else:
+            typer.echo(f"Created {path} ({len(spec.features)} feature(s)).")
         typer.echo(f"To repeat: {spec.command_line(path)}")
-        typer.echo(f"Next: cd {shlex.quote(str(path))} && python train.py")
+        mine = {"model.py", "data.py"} & set(created.own_files)
+        run = "python train.py --fast-dev-run" if mine else "python train.py"
+        here = Path(path).resolve() == Path.cwd().resolve()
+        typer.echo(f"Next: {run}" if here else f"Next: cd {shlex.quote(path)} && {run}")
 
 
 def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -107,7 +139,12 @@ def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
             "path",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[
-                Path, typer.Argument(help="Directory to create; its name names the project.")
+                str,
+                typer.Argument(
+                    metavar="PATH",
+                    help="Directory to create, or an existing one to add the training "
+                    "files to (`.` included); its name names the project.",
+                ),
             ],
         ),
         inspect.Parameter(
@@ -126,7 +163,8 @@ def _with_feature_options(function: Callable[..., None]) -> Callable[..., None]:
                 bool,
                 typer.Option(
                     "--force",
-                    help="Allow a non-empty directory (never overwrites a differing file).",
+                    hidden=True,
+                    help="No longer needed: an existing directory keeps its files.",
                 ),
             ],
         ),
@@ -231,6 +269,7 @@ def _update_with(
 ) -> None:
     """Finish a stopped update, plan, check, apply unless --dry-run, report; exit
     1 when conflicts remain."""
+    from scaffold.template_source import update_notice
     from scaffold.update import (  # lazy: keeps --help fast
         check_none_stopped,
         conflict_error,
@@ -243,6 +282,9 @@ def _update_with(
             check_none_stopped(path)
         else:
             _finish_stopped(path)
+        notice = update_notice(path)  # templates of another source: said first
+        if notice is not None:
+            typer.echo(notice)
         plan = plan_function()
         execute_plan(plan, dry_run=dry_run, allow_dirty=allow_dirty, command=command)
         for line in report_lines(plan, dry_run=dry_run):

@@ -2,7 +2,8 @@
 
 - `.scaffold/answers.json`: the tool version, the answers (name, features) and,
   when there are any, ``own_files``: the sorted project paths that are the user's
-  own (an update leaves them alone; see scaffold.update).
+  own (an update leaves them alone; see scaffold.update), and ``templates``: the
+  source and version of the templates that made the project.
 - `.scaffold/base/<path>`: the pristine render of every generated file, the merge
   base that `scaffold update` needs because the installed tool only has today's
   templates.
@@ -16,6 +17,7 @@ from pathlib import Path
 from scaffold import __version__
 from scaffold.errors import ProjectError
 from scaffold.spec import ProjectSpec
+from scaffold.template_source import RECORD_KEY, TemplateSource
 
 RECORD_DIR = ".scaffold"
 ANSWERS_FILE = "answers.json"
@@ -34,22 +36,33 @@ class Manifest:
 
 
 def answers_text(
-    spec: ProjectSpec, own_files: Iterable[str] = (), version: str = __version__
+    spec: ProjectSpec,
+    own_files: Iterable[str] = (),
+    version: str = __version__,
+    templates: TemplateSource | None = None,
 ) -> str:
-    """The text of `.scaffold/answers.json` for ``spec`` and the user's own files."""
+    """The text of `.scaffold/answers.json` for ``spec``, the user's own files and
+    the source of the templates (each recorded only when given: a record without
+    them is what scaffold 0.2 wrote)."""
     answers = {"tool_version": version, **spec.to_answers()}
     own = sorted(set(own_files))
     if own:  # absent when empty: the records of projects without any stay as they were
         answers[OWN_FILES_KEY] = own
+    if templates is not None:
+        answers[RECORD_KEY] = templates.to_record()
     return json.dumps(answers, indent=2) + "\n"
 
 
 def manifest_files(
-    spec: ProjectSpec, files: dict[str, str], own_files: Iterable[str] = ()
+    spec: ProjectSpec,
+    files: dict[str, str],
+    own_files: Iterable[str] = (),
+    templates: TemplateSource | None = None,
 ) -> dict[str, str]:
-    """The `.scaffold/` files recording ``spec``, the pristine ``files`` and the
-    paths (project-relative) that are the user's own."""
-    record = {f"{RECORD_DIR}/{ANSWERS_FILE}": answers_text(spec, own_files)}
+    """The `.scaffold/` files recording ``spec``, the pristine ``files``, the
+    paths (project-relative) that are the user's own and the templates' source."""
+    answers = answers_text(spec, own_files, templates=templates)
+    record = {f"{RECORD_DIR}/{ANSWERS_FILE}": answers}
     for path, text in files.items():
         record[f"{RECORD_DIR}/{BASE_DIR}/{path}"] = text
     return record

@@ -1,5 +1,6 @@
 """The scaffold command line: help, version, features, `new`, and every bad input."""
 
+import json
 import os
 import shlex
 import subprocess
@@ -90,14 +91,33 @@ def test_new_writes_the_project_and_its_record(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging left"
 
 
-def test_new_without_flags_in_a_terminal_asks_for_each_feature(tmp_path, monkeypatch):
-    # CliRunner's stdin is not a TTY; pretend it is, answer yes to ddp only.
+def test_new_without_flags_in_a_terminal_asks_and_confirms(tmp_path, monkeypatch):
+    # CliRunner's stdin is not a TTY; pretend it is. The first question is the
+    # one of several processes (1: ddp); Enter keeps every other default (no),
+    # and the last Enter confirms the write.
     monkeypatch.setattr("scaffold.cli._is_interactive", lambda: True)
-    answers = "".join("y\n" if f.name == "ddp" else "n\n" for f in FEATURES)
-    result = runner.invoke(app, ["new", str(tmp_path / "asked")], input=answers)
+    result = runner.invoke(app, ["new", str(tmp_path / "asked")], input="1\n" + "\n" * 20)
     assert result.exit_code == 0, result.output
-    assert "scaffold new" in result.output and "--ddp" in result.output
+    assert f"To repeat: scaffold new {tmp_path / 'asked'} --ddp" in result.output
     assert read_manifest(tmp_path / "asked").spec.features == {"ddp"}
+
+
+def test_declining_the_confirmation_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("scaffold.cli._is_interactive", lambda: True)
+    questions = len(FEATURES) - 1  # ddp and fsdp are one question
+    answers = "\n" * questions + "n\n"
+    result = runner.invoke(app, ["new", str(tmp_path / "asked")], input=answers)
+    assert result.exit_code == 1, result.output
+    assert "Nothing written." in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_name_is_refused_before_any_question(tmp_path, monkeypatch):
+    monkeypatch.setattr("scaffold.cli._is_interactive", lambda: True)
+    result = runner.invoke(app, ["new", str(tmp_path / "9lives")], input="")
+    assert result.exit_code == 2
+    assert "not a Python module name" in result.output
+    assert "Several processes" not in result.output
 
 
 def test_yes_skips_the_questions(tmp_path, monkeypatch):
@@ -171,31 +191,37 @@ def test_missing_parent_is_refused(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_non_empty_target_is_refused_without_force(tmp_path):
-    target = tmp_path / "proj"
-    target.mkdir()
-    (target / "notes.txt").write_text("mine")
-    result = scaffold("new", "proj", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "--force" in result.stderr
-    assert tree(target) == {"notes.txt": b"mine"}
-
-
-def test_force_adds_to_a_non_empty_directory_but_never_overwrites(tmp_path):
+def test_an_existing_directory_gets_the_project_and_keeps_its_files(tmp_path):
     target = tmp_path / "proj"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
     (target / "model.py").write_text("# my own model\n")
+    result = scaffold("new", "proj", cwd=tmp_path)  # no --force needed
+    assert result.returncode == 0, result.stderr
+    assert "kept your model.py" in result.stdout
+    assert "python train.py --fast-dev-run" in result.stdout
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / "model.py").read_text() == "# my own model\n"
+    assert (target / "train.py").is_file() and (target / "data.py").is_file()
+    answers = json.loads((target / ".scaffold/answers.json").read_text())
+    assert answers["own_files"] == ["model.py"]
+    # the record's base is the render, so that an update can tell what changed
+    assert read_manifest(target).base["model.py"] != "# my own model\n"
+
+    result = scaffold("new", "proj", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "already a scaffold project" in result.stderr
+
+
+def test_a_directory_with_its_own_train_py_is_refused(tmp_path):
+    target = tmp_path / "proj"
+    target.mkdir()
+    (target / "train.py").write_text("print('my loop')\n")
     result = scaffold("new", "proj", "--force", cwd=tmp_path)
     assert result.returncode == 2
-    assert "model.py" in result.stderr and "scaffold update" in result.stderr
-    assert tree(target) == {"notes.txt": b"mine", "model.py": b"# my own model\n"}
-
-    (target / "model.py").unlink()
-    result = scaffold("new", "proj", "--force", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (target / "notes.txt").read_text() == "mine"
-    assert (target / "train.py").is_file()
+    assert "own train.py" in result.stderr and "rename yours" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert tree(target) == {"train.py": b"print('my loop')\n"}
 
 
 def test_unwritable_parent_is_refused_by_the_writer(tmp_path, monkeypatch):
@@ -205,7 +231,7 @@ def test_unwritable_parent_is_refused_by_the_writer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(TargetError, match="permission denied"):
-        check_target(tmp_path / "proj", {"train.py": ""}, force=False)
+        check_target(tmp_path / "proj", {"train.py": ""})
 
 
 def test_unknown_option_is_an_error(tmp_path):

@@ -34,6 +34,7 @@ from scaffold.generate import build_project
 from scaffold.manifest import answers_text, manifest_files
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
+from scaffold.template_source import installed_source
 from scaffold.update import (
     NEW_SUFFIX,
     execute_plan,
@@ -90,7 +91,10 @@ def spec(*features: str) -> ProjectSpec:
 def new_project(root: Path, template_dir: Path | None = None, features=()) -> Path:
     """What `scaffold new` writes, rendered from ``template_dir``."""
     files = cached_build(spec(*features), template_dir)
-    return write_files(root / NAME, {**files, **manifest_files(spec(*features), files)})
+    record = manifest_files(
+        spec(*features), files, templates=installed_source(template_dir)
+    )
+    return write_files(root / NAME, {**files, **record})
 
 
 def use_templates(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:

@@ -22,6 +22,7 @@ from scaffold.manifest import (
 )
 from scaffold.merge import MergeLabels, has_conflict_markers, merge3
 from scaffold.spec import ProjectSpec
+from scaffold.template_source import installed_source
 from scaffold.textdiff import as_text
 
 DEFAULT_LABELS = MergeLabels()
@@ -315,7 +316,7 @@ def plan_update(
             own.add(path)
     records = _record_changes(manifest.base, new_base, BASE_DIR)
     records.update(_record_changes(old_pending, new_pending, CONFLICTS_DIR))
-    answers = answers_text(new_spec, own)
+    answers = answers_text(new_spec, own, templates=installed_source(template_dir))
     answers_path = f"{RECORD_DIR}/{ANSWERS_FILE}"
     # a new scaffold version alone is recorded too: its changelog was said once
     behind = manifest.tool_version != __version__

@@ -204,8 +204,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 {% endif %}
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 
-from data import build_datasets
-from model import build_model, {% if multi_optim %}build_optimizers, {% endif %}compute_loss
 from train_utils import (
     ContractError,
     CsvLog,
@@ -219,6 +217,7 @@ from train_utils import (
     batch_len,
     checked_datasets,
     checked_loss,
+    contract_gaps,
     find_resumable,
     format_duration,
     fraction_or_count,
@@ -236,6 +235,13 @@ from train_utils import (
     set_rng_state,
     snapshot_code,
 )
+
+try:
+    from data import build_datasets
+    from model import build_model, {% if multi_optim %}build_optimizers, {% endif %}compute_loss
+except ImportError as exc:
+    # a model.py or data.py of your own: one line says all they still lack
+    sys.exit(contract_gaps(exc))
 
 
 def option(default, help):

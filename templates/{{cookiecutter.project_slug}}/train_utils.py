@@ -3,6 +3,7 @@
 {% set slurm = cookiecutter.slurm == "y" %}
 {% set wandb = cookiecutter.wandb == "y" %}
 {% set mlflow = cookiecutter.mlflow == "y" %}
+{% set multi_optim = cookiecutter.multi_optim == "y" %}
 {# several processes: --ddp or --fsdp #}
 {% set distributed = ddp or fsdp %}
 {# what the resumable checkpoints are: files, or (--fsdp) directories of shards #}
@@ -22,6 +23,7 @@ these rarely need an edit; train.py is the file to read and change.
 import argparse
 import csv
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -276,6 +278,45 @@ def batch_len(batch) -> int:
 
 class ContractError(Exception):
     """model.py or data.py does not return what train.py relies on (see README)."""
+
+
+# what train.py imports from model.py and data.py, with what each must do
+CONTRACT = {
+    "data": {"build_datasets": "build_datasets(cfg) -> (train, val, test) datasets"},
+    "model": {
+        "build_model": "build_model(cfg) -> a torch.nn.Module",
+{% if multi_optim %}
+        "build_optimizers": "build_optimizers(model, cfg) -> [(name, optimizer, n)]",
+        "compute_loss": "compute_loss(model, batch, name) -> (loss, metrics)",
+{% else %}
+        "compute_loss": "compute_loss(model, batch) -> (loss, metrics)",
+{% endif %}
+    },
+}
+
+
+def contract_gaps(error: ImportError) -> str:
+    """One line naming all that model.py and data.py lack of CONTRACT, for the
+    ImportError of train.py's import of them (a model.py or data.py of your own,
+    written before train.py). Any other ImportError, such as a package that your
+    files import and that is not installed, is raised again as it is."""
+    if error.name not in CONTRACT:
+        raise error
+    gaps = []
+    for module_name, wanted in CONTRACT.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name != module_name:
+                raise
+            gaps.append(f"there is no {module_name}.py")
+            continue
+        lacking = [text for name, text in wanted.items() if not hasattr(module, name)]
+        if lacking:
+            gaps.append(f"{module_name}.py lacks {' and '.join(lacking)}")
+    if not gaps:
+        raise error
+    return "not ready to train: " + "; ".join(gaps) + " (see the contract in README.md)"
 
 
 def describe(value) -> str:
