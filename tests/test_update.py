@@ -507,7 +507,9 @@ def test_add_equals_a_fresh_render_plus_the_edits_and_remove_round_trips(
     answers_path = ".scaffold/answers.json"
     recorded = json.loads(edited[answers_path])
     edited[answers_path] = answers_text(
-        ProjectSpec.from_answers(recorded), answers["own_files"]
+        ProjectSpec.from_answers(recorded),
+        answers["own_files"],
+        templates=installed_source(),
     ).encode()
     assert tree(project) == edited
 
