@@ -422,3 +422,42 @@ def test_jobs_run_this_interpreter(
     )
     slurm_cluster.wait_for_state(job, {"COMPLETED"}, timeout=60)
     assert out.read_text().splitlines() == [sys.executable, sys.prefix]
+
+
+@pytest.mark.slow
+def test_a_job_of_a_0_1_project_resumes_under_the_updated_code(
+    slurm_cluster: SlurmCluster, python_bin: Path, tmp_path: Path
+) -> None:
+    """A job submitted from a scaffold 0.1 project outlives its code: the project
+    is updated while the job trains, the job is preempted, and the requeued job
+    (the script and command line it was submitted with) runs the new train.py,
+    which resumes the old checkpoint and ends the run."""
+    from test_legacy_runs import checkout, scaffold
+
+    project, _ = checkout("0.1.0-early/slurm", tmp_path)
+    with (project / "model.py").open("a") as f:
+        f.write(SLOW_STEPS)  # the user's model: the update leaves it alone
+    env = job_env(slurm_cluster, python_bin, SLOW)
+    job = sbatch(slurm_cluster, project, env, *SMALL, "slurm/train.sbatch", *LONG_ARGS)
+    run_dir = project / "runs" / f"legacy-{job}"
+    wait_for_training(slurm_cluster, job, run_dir)
+
+    old_train = (project / "train.py").read_text()
+    updated = scaffold(project, "update", "--allow-dirty")
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    assert (project / "train.py").read_text() != old_train
+    slurm_cluster.run(["scancel", "--signal=USR1", str(job)])  # the preemption
+
+    slurm_cluster.wait_for_state(job, {"COMPLETED"}, timeout=180)
+    assert slurm_cluster.job_info(job)["Restarts"] == "1"
+    output = (project / f"legacy-{job}.out").read_text()
+    stopped = re.search(r"stopped at step (\d+): saved", output)
+    resumed = re.search(r"resume: (\S+) at step (\d+)", output)
+    assert stopped and resumed, output
+    assert stopped[1] == resumed[2], output
+    assert "Traceback" not in output
+    # the whole run: every epoch of LONG_ARGS (argparse takes a flag's last value)
+    pairs = zip(LONG_ARGS, LONG_ARGS[1:], strict=False)
+    value = {flag: int(v) for flag, v in pairs if v.isdigit()}
+    steps = value["--max-epochs"] * value["--n-train"] // value["--batch-size"]
+    assert read_summary(run_dir)["step"] == steps
