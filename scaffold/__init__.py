@@ -1,3 +1,3 @@
 """scaffold: generate explicit PyTorch training projects you own, and keep them current."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

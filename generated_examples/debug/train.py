@@ -25,8 +25,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset
 
-from data import build_datasets
-from model import build_model, compute_loss
 from train_utils import (
     ContractError,
     CsvLog,
@@ -36,6 +34,7 @@ from train_utils import (
     batch_len,
     checked_datasets,
     checked_loss,
+    contract_gaps,
     find_resumable,
     format_duration,
     fraction_or_count,
@@ -53,6 +52,13 @@ from train_utils import (
     set_rng_state,
     snapshot_code,
 )
+
+try:
+    from data import build_datasets
+    from model import build_model, compute_loss
+except ImportError as exc:
+    # a model.py or data.py of your own: one line says all they still lack
+    sys.exit(contract_gaps(exc))
 
 
 def option(default, help):
@@ -152,9 +158,70 @@ HARMLESS_CHANGES = (
 )
 
 
+# A resumed run goes on with its own options (run_dir/config.json), as the
+# train.py that began it named them. Options renamed since scaffold 0.1.0, old
+# name -> new: the old name still reads, in a record and on the command line (a
+# requeued SLURM job runs the command it was submitted with).
+RENAMED_OPTIONS = {"monitor": "monitor_metric"}
+# Options added since 0.1.0, with the value that keeps a run begun before them
+# as it began; any other option new to a run takes its default.
+OLD_BEHAVIOUR = {
+    "tf32": False,  # train.py set no TF32: float32 matmuls in full precision
+}
+
+
+def upgrade_options(saved: dict) -> tuple[dict, list[str], list[str]]:
+    """A run's recorded options as this Config's: renamed ones under their new
+    name, OLD_BEHAVIOUR for those the run began without. Also returns the names
+    dropped (not options here any more: a removed feature's, say) and those the
+    record lacks, which take their defaults."""
+    options = {RENAMED_OPTIONS.get(name, name): value for name, value in saved.items()}
+    fields = [f.name for f in dataclasses.fields(Config)]
+    dropped = [name for name in options if name not in fields]
+    for name in dropped:
+        del options[name]
+    for name, value in OLD_BEHAVIOUR.items():
+        if name in fields:
+            options.setdefault(name, value)
+    return options, dropped, [name for name in fields if name not in options]
+
+
+def recorded_options(cfg: Config) -> dict:
+    """The options of the run that --resume continues, from its config.json (none
+    if it has none); what no longer fits this train.py is said in one line each."""
+    path = Path(cfg.run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        sys.exit(f"--resume: {path} is not JSON (delete it to resume without it)")
+    if not saved:
+        return {}
+    options, dropped, new = upgrade_options(saved)
+    notes = []
+    if dropped:
+        notes.append(f"resume: dropped, no longer options: {', '.join(dropped)}")
+    new = [name for name in new if name not in ("resume", "resume_anyway")]
+    if new:
+        defaults = Config()
+        values = ", ".join(f"{name} {getattr(defaults, name)!r}" for name in new)
+        notes.append(f"resume: options new to this run take their defaults: {values}")
+    for note in notes:
+        print(note)
+    # how this run is resumed is this command's: never the record's
+    for name in ("resume", "resume_anyway"):
+        options.pop(name, None)
+    return options
+
+
 def parse_config(argv=None) -> Config:
     """Build a Config from the command line; bad values fail here, before training."""
-    cfg, parser = parse_dataclass(Config, argv, __doc__.split("\n\n")[0])
+    description = __doc__.split("\n\n")[0]
+    cfg, parser = parse_dataclass(Config, argv, description, RENAMED_OPTIONS)
+    if cfg.resume:
+        # once more, with the run's own options as the defaults: a default that
+        # changed in this file since the run began never changes the run
+        saved = recorded_options(cfg)
+        cfg, parser = parse_dataclass(Config, argv, description, RENAMED_OPTIONS, saved)
     problems = []
     if cfg.max_steps < -1 or cfg.max_steps == 0:
         problems.append("--max-steps must be positive (or -1 for no limit)")
@@ -276,27 +343,19 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 
 
 def check_resumed_options(cfg: Config) -> None:
-    """Stop a resume whose options differ from those in run_dir/config.json in
-    one that changes training (not in HARMLESS_CHANGES): the run would go on as
-    another training than the one it began. --resume-anyway allows it."""
+    """Stop a resume given options that differ from the run's own (config.json)
+    in one that changes training (not in HARMLESS_CHANGES): the run would go on
+    as another training than the one it began. --resume-anyway allows it."""
     saved_path = Path(cfg.run_dir) / "config.json"
     if not cfg.resume or cfg.resume_anyway or not saved_path.is_file():
         return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except ValueError:
-        sys.exit(f"--resume: {saved_path} is not JSON (--resume-anyway skips it)")
+    saved, _, _ = upgrade_options(json.loads(saved_path.read_text()))
     options = dataclasses.asdict(cfg)
-    changed = []
-    for name in [*options, *(name for name in saved if name not in options)]:
-        if name in HARMLESS_CHANGES or saved.get(name, ...) == options.get(name, ...):
-            continue
-        # values as config.json writes them; "(absent)": one side lacks the option
-        old, new = (
-            json.dumps(side[name]) if name in side else "(absent)"
-            for side in (saved, options)
-        )
-        changed.append(f"{name} {old} -> {new}")
+    changed = [
+        f"{name} {json.dumps(saved[name])} -> {json.dumps(value)}"
+        for name, value in options.items()
+        if name in saved and name not in HARMLESS_CHANGES and saved[name] != value
+    ]
     if changed:
         sys.exit(
             f"--resume: options differ from {saved_path}: {', '.join(changed)} "
@@ -304,9 +363,47 @@ def check_resumed_options(cfg: Config) -> None:
         )
 
 
+# The layout of a checkpoint, written into each one. A change to it comes with a
+# step in upgrade_checkpoint, so that the runs begun before it still resume.
+CHECKPOINT_FORMAT = 2
+# What this project's checkpoints hold: on resume, the part of a feature
+# removed since is dropped
+CHECKPOINT_PARTS = (
+    "format",
+    "model",
+    "optimizer",
+    "train_state",
+    "rng",
+    "config",
+)
+
+
+def upgrade_checkpoint(checkpoint: dict, path: Path) -> dict:
+    """A checkpoint of this or any earlier format, in this format; one written
+    by a newer train.py stops the run in one line."""
+    found = checkpoint.get("format", 1)  # scaffold 0.1 and 0.2 wrote none: 1
+    if found > CHECKPOINT_FORMAT:
+        sys.exit(
+            f"{path}: checkpoint format {found}, newer than this train.py reads "
+            f"({CHECKPOINT_FORMAT}): `scaffold update` brings the code that wrote it"
+        )
+    if found < 2:
+        # 2 (scaffold 0.3): the RNG states are a list, one per process, for any
+        # number of processes (a one-process run wrote one dict); step and epoch
+        # only in train_state
+        if isinstance(checkpoint.get("rng"), dict):
+            checkpoint["rng"] = [checkpoint["rng"]]
+        checkpoint.pop("step", None)
+        checkpoint.pop("epoch", None)
+    checkpoint["format"] = CHECKPOINT_FORMAT
+    # the run's options, named as this train.py names them
+    checkpoint["config"] = upgrade_options(checkpoint["config"])[0]
+    return checkpoint
+
+
 def load_model(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
     """Rebuild the trained model from a checkpoint, for inference."""
-    checkpoint = load_checkpoint(Path(path))
+    checkpoint = upgrade_checkpoint(load_checkpoint(Path(path)), Path(path))
     model = build_model(Config(**checkpoint["config"]))
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval()
@@ -585,12 +682,43 @@ def resume(run: Run) -> None:
             )
     if resume_path is None:
         return
-    checkpoint = load_resumable(resume_path)
+    checkpoint = upgrade_checkpoint(load_resumable(resume_path), resume_path)
+    if "optimizer" not in checkpoint:
+        sys.exit(
+            f"--resume {resume_path}: saved by --multi-optim's optimizers, whose "
+            "states do not make one: begin a new --run-dir (load_model() rebuilds "
+            "its weights)"
+        )
+    notes = []  # what this run has that the checkpoint lacks, and the reverse
     run.raw_model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
-    run.state = TrainState(**checkpoint["train_state"])
+    # progress: a field new to TrainState starts at its default (a patience
+    # count at zero, a new tracker run); one it no longer has is dropped
+    fields = [f.name for f in dataclasses.fields(TrainState)]
+    saved = checkpoint["train_state"]
+    started = [name for name in fields if name not in saved]
+    if started:
+        defaults = TrainState()
+        notes += [f"{name} {getattr(defaults, name)!r}" for name in started]
+    run.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
+    dropped = [name for name in saved if name not in fields]
+    dropped += [part for part in checkpoint if part not in CHECKPOINT_PARTS]
+    if notes:
+        run.progress.print(
+            f"resume: new to this run, from the start: {', '.join(notes)}"
+        )
+    if dropped:
+        run.progress.print(
+            f"resume: dropped, of features this train.py lacks: {', '.join(dropped)}"
+        )
     run.resumed = True
-    set_rng_state(checkpoint["rng"], run.device)
+    if len(checkpoint["rng"]) == 1:
+        set_rng_state(checkpoint["rng"][0], run.device)
+    else:
+        run.progress.print(
+            f"resume: saved by {len(checkpoint['rng'])} processes, running one: "
+            "RNG streams start afresh"
+        )
     state = run.state
     run.progress.print(
         f"resume: {resume_path} at step {state.step} "
@@ -863,16 +991,14 @@ def validate(run: Run) -> None:
 
 def save_checkpoint(run: Run, name: str) -> None:
     """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
-    rng = rng_state(run.device)
+    rng = [rng_state(run.device)]  # one per process: the same format as torchrun's
     if not run.writes:
         return
-    state = run.state
     checkpoint = {
         "model": run.raw_model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "train_state": dataclasses.asdict(state),
-        "step": state.step,
-        "epoch": state.epoch,
+        "format": CHECKPOINT_FORMAT,
+        "train_state": dataclasses.asdict(run.state),
         "rng": rng,
         "config": dataclasses.asdict(run.cfg),
     }

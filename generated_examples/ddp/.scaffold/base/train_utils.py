@@ -13,6 +13,7 @@ these rarely need an edit; train.py is the file to read and change.
 import argparse
 import csv
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -39,39 +40,52 @@ def field_type(f: dataclasses.Field) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
 
 
-def saved_options(parser: argparse.ArgumentParser, path: str, config_class) -> dict:
-    """The options of a run's config.json (--config), each checked to be a field
-    of config_class of its type: argparse converts only what the command line gives."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        parser.error(f"--config {path}: {exc}")
-    if not isinstance(saved, dict):
-        parser.error(f"--config {path}: not a JSON object of options")
+def checked_options(
+    parser: argparse.ArgumentParser, options: dict, config_class, source: str
+) -> dict:
+    """`options` (a run's config.json), each checked to be a field of
+    config_class of its type: argparse converts only what the command line gives."""
+    if not isinstance(options, dict):
+        parser.error(f"{source}: not a JSON object of options")
     fields = {f.name: field_type(f) for f in dataclasses.fields(config_class)}
-    for name, value in saved.items():
+    checked = {}
+    for name, value in options.items():
         kind = fields.get(name)
         if kind is None:
-            parser.error(f"--config {path}: {name} is not an option of this project")
+            parser.error(f"{source}: {name} is not an option of this project")
         # JSON writes 3.0 as 3.0 and 3 as 3: an int is a fine float, not the reverse
         if kind is float and type(value) is int:
-            saved[name] = float(value)
+            value = float(value)
         elif type(value) is not kind:
-            parser.error(
-                f"--config {path}: {name} must be {kind.__name__}, not {value!r}"
-            )
-    return saved
+            parser.error(f"{source}: {name} must be {kind.__name__}, not {value!r}")
+        checked[name] = value
+    return checked
+
+
+def add_option(parser: argparse.ArgumentParser, name: str, f: dataclasses.Field, **kw):
+    """The dataclass field f as the flag of `name` (a bool: --flag / --no-flag)."""
+    flag = "--" + name.replace("_", "-")
+    if field_type(f) is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    else:
+        parser.add_argument(flag, type=field_type(f), **kw)
 
 
 def parse_dataclass(
-    config_class, argv, description: str
+    config_class,
+    argv,
+    description: str,
+    renamed: dict[str, str] | None = None,
+    defaults: dict | None = None,
 ) -> tuple[object, argparse.ArgumentParser]:
     """An instance of the dataclass `config_class` from the command line, one flag
     per field (max_epochs: --max-epochs; a bool: --tf32 / --no-tf32), and the
     parser, whose error() reports a bad value as argparse does.
 
-    --config FILE, a run's config.json, gives the defaults: flags given with it
-    override them.
+    renamed: {old field name: new field name}; the old flag still sets the new
+    field (hidden from --help). defaults: options that replace the fields'
+    defaults (a resumed run's own). --config FILE, a run's config.json, gives the
+    defaults too: flags given with it override them.
     """
     # No abbreviations: `--lr` must never quietly stand for another option.
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
@@ -80,28 +94,28 @@ def parse_dataclass(
         default="",
         help="a run's config.json: its options are the defaults, flags override them",
     )
-    for f in dataclasses.fields(config_class):
-        flag = "--" + f.name.replace("_", "-")
-        if field_type(f) is bool:
-            parser.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        else:
-            parser.add_argument(
-                flag,
-                type=field_type(f),
-                default=f.default,
-                help=f.metadata["help"] + " (default: %(default)s)",
-            )
-    # --config first: the file's options become the defaults, so that the flags
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for f in fields.values():
+        text = f.metadata["help"]
+        if field_type(f) is not bool:
+            text += " (default: %(default)s)"
+        add_option(parser, f.name, f, default=f.default, help=text)
+    for old, new in (renamed or {}).items():
+        hidden = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+        add_option(parser, old, fields[new], dest=new, **hidden)
+    if defaults:
+        source = "the resumed run's config.json"
+        parser.set_defaults(**checked_options(parser, defaults, config_class, source))
+    # --config next: the file's options become the defaults, so that the flags
     # given with it override them
     config_path = parser.parse_known_args(argv)[0].config
     if config_path:
-        saved = saved_options(parser, config_path, config_class)
-        parser.set_defaults(**saved)
+        try:
+            saved = json.loads(Path(config_path).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--config {config_path}: {exc}")
+        source = f"--config {config_path}"
+        parser.set_defaults(**checked_options(parser, saved, config_class, source))
     args = vars(parser.parse_args(argv))
     del args["config"]  # where the options came from is not one of them
     return config_class(**args), parser
@@ -222,6 +236,40 @@ class ContractError(Exception):
     """model.py or data.py does not return what train.py relies on (see README)."""
 
 
+# what train.py imports from model.py and data.py, with what each must do
+CONTRACT = {
+    "data": {"build_datasets": "build_datasets(cfg) -> (train, val, test) datasets"},
+    "model": {
+        "build_model": "build_model(cfg) -> a torch.nn.Module",
+        "compute_loss": "compute_loss(model, batch) -> (loss, metrics)",
+    },
+}
+
+
+def contract_gaps(error: ImportError) -> str:
+    """One line naming all that model.py and data.py lack of CONTRACT, for the
+    ImportError of train.py's import of them (a model.py or data.py of your own,
+    written before train.py). Any other ImportError, such as a package that your
+    files import and that is not installed, is raised again as it is."""
+    if error.name not in CONTRACT:
+        raise error
+    gaps = []
+    for module_name, wanted in CONTRACT.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name != module_name:
+                raise
+            gaps.append(f"there is no {module_name}.py")
+            continue
+        lacking = [text for name, text in wanted.items() if not hasattr(module, name)]
+        if lacking:
+            gaps.append(f"{module_name}.py lacks {' and '.join(lacking)}")
+    if not gaps:
+        raise error
+    return "not ready to train: " + "; ".join(gaps) + " (see the contract in README.md)"
+
+
 def describe(value) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
@@ -297,6 +345,12 @@ def load_checkpoint(path: Path) -> dict:
 def find_resumable(run_dir: Path) -> Path | None:
     """The newest checkpoint in run_dir that loads; truncated files are skipped."""
     ckpt_dir = run_dir / "checkpoints"
+    if any(ckpt_dir.glob("*/meta.pt")):  # a run begun with --fsdp, in shards
+        sys.exit(
+            f"--resume auto: {ckpt_dir} holds --fsdp checkpoint directories, which "
+            "this train.py (without --fsdp) cannot continue: finish the run with "
+            "--fsdp, or begin a new --run-dir"
+        )
     candidates = (
         [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
         if ckpt_dir.is_dir()
@@ -305,7 +359,8 @@ def find_resumable(run_dir: Path) -> Path | None:
     best_step, newest = -1, None
     for path in candidates:
         try:
-            step = load_checkpoint(path)["step"]
+            meta = load_checkpoint(path)
+            step = meta["train_state"]["step"]
         except Exception as exc:  # a truncated or foreign file: not a candidate
             print(f"resume: ignoring unreadable {path.name} ({type(exc).__name__})")
             continue
