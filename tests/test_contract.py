@@ -71,7 +71,7 @@ def test_a_monitored_metric_that_names_nothing_fails_before_the_first_step(tmp_p
 @pytest.mark.parametrize("args, message", [
     (["--device", "gpu"], "--device gpu: not auto, cpu, cuda, cuda:N or mps"),
     (["--device", "cuda"], "--device cuda: this torch sees no CUDA GPU"),
-    (["--monitor", "val_loss"], "unrecognized arguments: --monitor val_loss"),
+    (["--epochs", "3"], "unrecognized arguments: --epochs 3"),
     (["--batch-size", "many"], "argument --batch-size: invalid int value: 'many'"),
 ])
 def test_misused_options_are_one_line_without_a_traceback(tmp_path, args, message):

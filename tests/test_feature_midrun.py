@@ -119,9 +119,9 @@ def test_ddp_added_then_removed_mid_run(tmp_path: Path) -> None:
     ("before", "after", "says"),
     [
         ([], ["multi-optim"], "saved with one optimizer, whose state does not divide"),
-        (["multi-optim"], [], "saved by --multi-optim's optimizers"),
+        (["multi-optim"], [], "saved with an optimizer per part of the model"),
         ([], ["fsdp"], "a checkpoint of the run without --fsdp, which --fsdp cannot continue"),
-        (["fsdp"], [], "holds --fsdp checkpoint directories, which this train.py"),
+        (["fsdp"], [], "holds directories of shards, of a run begun sharded"),
     ],
     ids=["add-multi-optim", "remove-multi-optim", "add-fsdp", "remove-fsdp"],
 )
