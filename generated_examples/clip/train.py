@@ -162,7 +162,7 @@ HARMLESS_CHANGES = (
 # A resumed run goes on with its own options (run_dir/config.json), as the
 # train.py that began it named them. Options renamed since scaffold 0.1.0, old
 # name -> new: the old name still reads, in a record and on the command line (a
-# requeued SLURM job runs the command it was submitted with).
+# job that a cluster restarts runs the command it was submitted with).
 RENAMED_OPTIONS = {"monitor": "monitor_metric"}
 # Options added since 0.1.0, with the value that keeps a run begun before them
 # as it began; any other option new to a run takes its default.
@@ -365,8 +365,8 @@ def check_resumed_options(cfg: Config) -> None:
 # The layout of a checkpoint, written into each one. A change to it comes with a
 # step in upgrade_checkpoint, so that the runs begun before it still resume.
 CHECKPOINT_FORMAT = 2
-# What this project's checkpoints hold: on resume, the part of a feature
-# removed since is dropped
+# What this project's checkpoints hold: on resume,
+# the part of a feature removed since is dropped
 CHECKPOINT_PARTS = (
     "format",
     "model",
@@ -634,15 +634,15 @@ def resume(run: Run) -> None:
     checkpoint = upgrade_checkpoint(load_resumable(resume_path), resume_path)
     if "optimizer" not in checkpoint:
         sys.exit(
-            f"--resume {resume_path}: saved by --multi-optim's optimizers, whose "
-            "states do not make one: begin a new --run-dir (load_model() rebuilds "
-            "its weights)"
+            f"--resume {resume_path}: saved with an optimizer per part of the model, "
+            "whose states do not make one: begin a new --run-dir (load_model() "
+            "rebuilds its weights)"
         )
     notes = []  # what this run has that the checkpoint lacks, and the reverse
     run.raw_model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
-    # progress: a field new to TrainState starts at its default (a patience
-    # count at zero, a new tracker run); one it no longer has is dropped
+    # progress: a field new to TrainState starts at its default (a count at
+    # zero, a new tracker run); one it no longer has is dropped
     fields = [f.name for f in dataclasses.fields(TrainState)]
     saved = checkpoint["train_state"]
     started = [name for name in fields if name not in saved]
@@ -930,7 +930,7 @@ def validate(run: Run) -> None:
 
 def save_checkpoint(run: Run, name: str) -> None:
     """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
-    rng = [rng_state(run.device)]  # one per process: the same format as torchrun's
+    rng = [rng_state(run.device)]  # one per process, as in every feature set
     if not run.writes:
         return
     checkpoint = {

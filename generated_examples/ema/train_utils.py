@@ -330,11 +330,11 @@ def load_checkpoint(path: Path) -> dict:
 def find_resumable(run_dir: Path) -> Path | None:
     """The newest checkpoint in run_dir that loads; truncated files are skipped."""
     ckpt_dir = run_dir / "checkpoints"
-    if any(ckpt_dir.glob("*/meta.pt")):  # a run begun with --fsdp, in shards
+    if any(ckpt_dir.glob("*/meta.pt")):  # a run begun sharded: its state in shards
         sys.exit(
-            f"--resume auto: {ckpt_dir} holds --fsdp checkpoint directories, which "
-            "this train.py (without --fsdp) cannot continue: finish the run with "
-            "--fsdp, or begin a new --run-dir"
+            f"--resume auto: {ckpt_dir} holds directories of shards, of a run begun "
+            "sharded, which this train.py (one file a checkpoint) cannot continue: "
+            "finish the run sharded, or begin a new --run-dir"
         )
     candidates = (
         [p for p in ckpt_dir.glob("*.pt") if p.name != "best.pt"]
