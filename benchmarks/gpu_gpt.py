@@ -487,7 +487,7 @@ def main() -> None:
         runner.write_text(RUNNER)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-        print(f"{name} (torch {version}): GPT {n_params / 1e6:.1f} M parameters, "
+        print(f"{name} (torch {version}): GPT {n_params / 1e6:.2f} M parameters, "
               f"{args.layers} layers, width {args.d_model}, {args.heads} heads, context "
               f"{args.context}, vocabulary {args.vocab_size}; batch {args.batch_size} x "
               f"{args.context} tokens; {args.steps} steps per run, first {args.warmup} left out",
@@ -540,7 +540,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     print(f"\nall runs in {elapsed:.0f} s")
     notes = [
-        f"{name}, torch {version}; {n_params / 1e6:.1f} M parameters ({args.layers} layers, "
+        f"{name}, torch {version}; {n_params / 1e6:.2f} M parameters ({args.layers} layers, "
         f"width {args.d_model}, {args.heads} heads, context {args.context}, vocabulary "
         f"{args.vocab_size}), batch {args.batch_size} x {args.context} tokens, bf16 autocast, "
         f"AdamW (fused on CUDA) and clipping at 1.0 in every program",
