@@ -59,7 +59,7 @@ def build_datasets(cfg):
     train_end, val_end = n * 90 // 100, n * 95 // 100
     splits = [(0, train_end), (train_end, val_end), (val_end, n)]
     datasets = tuple(Windows(tokens, a, b, cfg.context) for a, b in splits)
-    for name, dataset in zip(("train", "val", "test"), datasets):
+    for name, dataset in zip(("train", "val", "test"), datasets, strict=True):
         if len(dataset) == 0:
             raise ValueError(
                 f"{cfg.tokens_file}: {n} tokens leave the {name} split no window "

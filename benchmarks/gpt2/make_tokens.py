@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 import torch
-
 from data import token_dtype
 
 
