@@ -38,7 +38,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        q, k, v = (
+            z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+            for z in (q, k, v)
+        )
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
@@ -46,16 +49,27 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab_size: int, context: int, n_layers: int, d_model: int,
-                 n_heads: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        context: int,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not a multiple of n_heads {n_heads}")
+            raise ValueError(
+                f"d_model {d_model} is not a multiple of n_heads {n_heads}"
+            )
         self.context, self.n_layers, self.n_heads = context, n_layers, n_heads
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(context, d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, dropout) for _ in range(n_layers)
+        )
         self.ln_f = nn.LayerNorm(d_model, bias=False)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied: one parameter, two names
@@ -102,7 +116,9 @@ class GPT(nn.Module):
 
 
 def build_model(cfg) -> nn.Module:
-    return GPT(cfg.vocab_size, cfg.context, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.dropout)
+    return GPT(
+        cfg.vocab_size, cfg.context, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.dropout
+    )
 
 
 def compute_loss(model: nn.Module, batch):
