@@ -121,8 +121,15 @@ def on_step(optimizer, args, kwargs):
     elif profiler is not None and n == STEPS + PROFILE_STEPS:
         profiler.__exit__(None, None, None)
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        events = profiler.key_averages()
         with open(PROFILE, "w") as f:
-            f.write(profiler.key_averages().table(sort_by=key, row_limit=30))
+            f.write(events.table(sort_by=key, row_limit=30))
+        # operators and kernels; not the ranges that name code (record_function:
+        # Optimizer.step, the DataLoader), which hold them and would count twice
+        times = sorted(((getattr(e, key), e.key) for e in events
+                        if not getattr(e, "is_user_annotation", False)), reverse=True)
+        record["profile"] = {"busy_us": sum(t for t, _ in times),
+                             "top": [[name, t] for t, name in times[:6]]}
         profiler = None
 
 
@@ -137,6 +144,8 @@ if cuda:
 else:
     times = [b - a for a, b in zip(marks, marks[1:])]
 record["step_s"] = times[WARMUP - 1 : STEPS - 1]  # steps WARMUP+1 .. STEPS
+if "profile" in record:  # the profiled steps' span, for the busy fraction
+    record["profile"]["span_us"] = 1e6 * sum(times[STEPS - 1 : STEPS - 1 + PROFILE_STEPS])
 record["peak_bytes"] = max(peaks) if peaks else None
 record["steps"] = len(marks)
 with open(os.environ["BENCH_OUT"], "w") as f:
@@ -357,9 +366,11 @@ def summarise(program: Program, by_name: dict[str, Program], fpt: float,
     twin_first = median(r["first_step_s"] for r in by_name[program.twin].runs) if program.twin else None
     if twin_first is not None:
         compile_s = first - twin_first
+    profile = next((r["profile"] for r in program.runs if "profile" in r), None)
     return {
         "program": program.name,
         "runs": len(program.runs),
+        "profile": profile,
         "tokens_per_s": tokens,
         "mfu": tokens * fpt / peak_flops if peak_flops else None,
         "step_p50_ms": 1e3 * statistics.median(steps),
@@ -423,6 +434,18 @@ def markdown(rows: list[dict], checks: list[dict], notes: list[str], command: st
     for check in checks:
         lines.append(f"| {check['target']} | {check['value']} | "
                      f"{'yes' if check['met'] else '**no**'} |")
+    profiled = [row for row in rows if row.get("profile")]
+    if profiled:
+        unit = "GPU kernels" if gpu_ran else "CPU operators"
+        lines += ["", "Where the time goes (torch.profiler, the steps after the window; "
+                  f"busy: the {unit}' own time over the steps' span; the top {unit} by "
+                  "their own time, as shares of it):", ""]
+        for row in profiled:
+            profile = row["profile"]
+            busy = profile["busy_us"] / profile["span_us"] if profile["span_us"] else 0.0
+            top = ", ".join(f"`{name[:60]}` {t / profile['busy_us']:.0%}"
+                            for name, t in profile["top"] if profile["busy_us"])
+            lines.append(f"- {row['program']}: busy {busy:.0%}; {top}")
     if not gpu_ran:
         lines += ["", "Not a GPU run: the targets are for one H100 or H200 and mean nothing here."]
     return "\n".join(lines) + "\n"

@@ -74,6 +74,12 @@ def test_the_benchmark_runs_every_program_at_a_toy_size(tmp_path):
     profiles = sorted(p.name for p in (tmp_path / "profiles").iterdir())
     assert profiles == ["generated_eager.txt", "hand-written_eager.txt"]
     assert "Optimizer.step" in (tmp_path / "profiles" / "generated_eager.txt").read_text()
+    # and where the time goes, from those profiles, in the section
+    for name in ROWS[:2]:
+        profile = rows[name]["profile"]
+        assert profile["busy_us"] > 0 and profile["span_us"] > 0 and profile["top"], profile
+        assert f"- {name}: busy " in text, name
+    assert all(rows[name]["profile"] is None for name in ROWS[2:])
 
 
 def test_the_token_file_is_memory_mapped_in_windows(tmp_path):
