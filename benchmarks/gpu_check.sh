@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with a CUDA GPU (one H200: about
-# 5-6 minutes, at most 8):
+# 4-5 minutes before tests/gpu/test_host_sync.py came, not timed since; at most 8):
 #
 #     bash benchmarks/gpu_check.sh          # from the repository root
 #     bash benchmarks/gpu_check.sh gpt      # the GPT-2-small benchmark instead (at most 8 min)
