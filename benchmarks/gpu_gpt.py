@@ -1,6 +1,6 @@
 """A GPT-2-small-class model on one GPU: the generated loop against a hand-written one.
 
-    python benchmarks/gpu_gpt.py [--steps 50] [--warmup 20] [--rounds 2]
+    python benchmarks/gpu_gpt.py [--steps 100] [--warmup 30] [--rounds 2]
                                  [--markdown FILE] [--json FILE] [--profile DIR]
     python benchmarks/gpu_gpt.py --device cpu --layers 2 --d-model 64 --heads 2 \\
         --context 64 --vocab-size 512 --batch-size 4 --steps 8 --warmup 3 --eager-only
@@ -150,7 +150,11 @@ record["peak_bytes"] = max(peaks) if peaks else None
 record["steps"] = len(marks)
 with open(os.environ["BENCH_OUT"], "w") as f:
     json.dump(record, f)
-sys.exit(code or 0)
+# Without Python's shutdown: a process group's threads (fsdp) may abort it after
+# a run that went well (train.py's --fsdp __main__ does the same)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code or 0)
 '''
 
 HANDWRITTEN = '''"""A minimal hand-written loop: the same model, data, optimizer as train.py."""
@@ -461,8 +465,8 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=50304)
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step")
     parser.add_argument("--lr", type=float, default=6e-4)
-    parser.add_argument("--steps", type=int, default=50, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=20, help="steps left out of the figures")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=30, help="steps left out of the figures")
     parser.add_argument("--log-every", type=int, default=10, help="the generated loop's")
     parser.add_argument("--rounds", type=int, default=2,
                         help="runs of each base program (alternating); extra rows run once")
