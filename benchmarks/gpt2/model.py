@@ -7,6 +7,12 @@ that its throughput and MFU figures use). Its sizes come from Config fields:
     n_layers, d_model, n_heads, dropout   (the demo's fields, reused)
     context, vocab_size, tokens_file      (add these to Config; data.py reads them)
 
+in train.py's Config, under "model and data", as benchmarks/gpu_gpt.py does:
+
+    context: int = option(1024, "tokens per sample (the model's context)")
+    vocab_size: int = option(50304, "token ids are below this (GPT-2: 50257, padded)")
+    tokens_file: str = option("data/train.bin", "flat file of token ids (data.py)")
+
 GPT-2 small is `--n-layers 12 --d-model 768 --n-heads 12 --context 1024
 --vocab-size 50304` (GPT-2's 50257 tokens, padded to a multiple of 64 so that
 the output matmul tiles evenly): about 124 M parameters. Attention is
