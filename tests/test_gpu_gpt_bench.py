@@ -141,3 +141,12 @@ def test_the_workload_needs_torch_only():
             elif isinstance(node, ast.ImportFrom):
                 imported.add(node.module.split(".")[0])
         assert imported <= {"math", "os", "torch"}, (name, imported)
+
+
+def test_the_config_fields_the_model_asks_for_are_those_the_benchmark_adds():
+    spec = importlib.util.spec_from_file_location("gpu_gpt", ROOT / "benchmarks" / "gpu_gpt.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    docs = (WORKLOAD / "model.py").read_text()
+    for line in bench.CONFIG_FIELDS.splitlines():
+        assert line in docs, line
