@@ -108,3 +108,56 @@ def compute_loss(model, batch):
     # all of them in model.py: checked_loss turns the number into a device
     # tensor without a copy from the host
     assert all(" at model.py:" in site for site in result["sites"]), result["sites"]
+
+
+def test_the_gpu_count_takes_what_cuda_reports_in_the_window_only(tmp_path):
+    """The GPU mode of the counter (COUNT_SYNCS_CUDA=1), without a GPU: a shim
+    stands in for torch.cuda.set_sync_debug_mode (recording the modes set), and
+    the model warns as CUDA would at each training forward and each evaluation
+    forward. Only the training steps inside the window count, and CUDA's check
+    is on ("warn") exactly while the counter counts."""
+    import subprocess
+
+    project = render(tmp_path)
+    model = (project / "model.py").read_text().replace(
+        "def compute_loss(model, batch):", "def compute_loss_plain(model, batch):")
+    model += '''
+
+def compute_loss(model, batch):
+    import warnings
+
+    warnings.warn("called a synchronizing CUDA operation")  # as TORCH_WARN does
+    return compute_loss_plain(model, batch)
+'''
+    (project / "model.py").write_text(model)
+    (project / "shim.py").write_text(f'''
+import json
+import runpy
+import sys
+
+import torch
+
+modes = []
+torch.cuda.set_sync_debug_mode = modes.append
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path({str(COUNTER)!r}, run_name="__main__")
+finally:
+    with open("modes.json", "w") as f:
+        json.dump(modes, f)
+''')
+    out = project / "syncs.json"
+    done = subprocess.run(
+        [sys.executable, "shim.py", str(COUNTER), str(out), *TINY_ARGS, *WINDOW_ARGS,
+         "--val-check-interval", "8"],  # a validation inside the window: not counted
+        cwd=project, capture_output=True, text=True, timeout=300,
+        env=train_env({"COUNT_SYNCS_CUDA": "1"}))
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert result["logs"] == 2 and result["steps"] == LOG_EVERY, result
+    assert result["syncs"] == result["steps"], result
+    assert list(result["sites"]) == [s for s in result["sites"] if " at model.py:" in s]
+    modes = json.loads((project / "modes.json").read_text())
+    # on at the window's start, off and on again around the validation at step 8,
+    # off at its end
+    assert modes == ["warn", "default", "warn", "default"], modes
