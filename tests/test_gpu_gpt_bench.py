@@ -42,6 +42,7 @@ def load(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_every_program_at_a_toy_size(tmp_path):
     out, md = tmp_path / "gpt.json", tmp_path / "gpt.md"
     done = subprocess.run(
