@@ -241,6 +241,8 @@ class Program:
         done = subprocess.run([sys.executable, str(runner), self.module, *self.argv],
                               cwd=self.cwd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        # its checkpoints (GBs at GPT-2 size) go; the next run starts afresh
+        shutil.rmtree(self.cwd / "runs", ignore_errors=True)
         if done.returncode != 0:
             # one program's failure must not lose the others' figures
             self.failed = f"exit {done.returncode}"
