@@ -349,15 +349,16 @@ def build_programs(root: Path, args: argparse.Namespace, tokens_file: Path) -> l
             Program("generated, compiled", write_project(root, "compiled", compiled), "train",
                     generated, per_step, twin="generated, eager"),
         ]
+    # the fsdp row last: the longest compilation, and the feature most likely to fail
     extras = [
         Program("generated + ema", write_project(root, "ema", compiled | {"ema"}), "train",
                 generated, per_step),
-        Program("generated + fsdp (1 GPU)" if args.device.startswith("cuda") else
-                "generated + fsdp (1 process)", write_project(root, "fsdp", compiled | {"fsdp"}),
-                "train", [*generated, "--dist-timeout-s", "120"], per_step),
         Program("generated + accumulate 2", write_project(root, "accumulate",
                                                           compiled | {"accumulate"}),
                 "train", [*generated, "--accumulate-steps", "2"], 2 * per_step),
+        Program("generated + fsdp (1 GPU)" if args.device.startswith("cuda") else
+                "generated + fsdp (1 process)", write_project(root, "fsdp", compiled | {"fsdp"}),
+                "train", [*generated, "--dist-timeout-s", "120"], per_step),
     ]
     return programs + [p for p in extras if p.name.split(" + ")[1].split()[0] not in args.skip]
 
@@ -464,6 +465,85 @@ def markdown(rows: list[dict], checks: list[dict], notes: list[str], command: st
     return "\n".join(lines) + "\n"
 
 
+def report(programs: list[Program], args: argparse.Namespace, setup: dict, started: float,
+           done: bool) -> None:
+    """The figures so far: the table and targets printed (when done), the
+    Markdown section and JSON written (after every run, so a stopped benchmark
+    leaves what it measured)."""
+    fpt, peak_flops = setup["flops_per_token"], setup["peak_flops"]
+    by_name = {p.name: p for p in programs}
+    rows = [summarise(p, by_name, fpt, peak_flops) for p in programs if p.runs]
+    failed = [f"{p.name} ({p.failed})" for p in programs if p.failed and not p.runs]
+    waiting = [p.name for p in programs if not p.runs and not p.failed]
+    by_row = {row["program"]: row for row in rows}
+    base_row = by_row.get("generated, compiled") or by_row.get("generated, eager") or {}
+    base_peak = base_row.get("peak_memory_gb")
+    for row in rows:
+        row["extra_memory_gb"] = (row["peak_memory_gb"] - base_peak
+                                  if "+" in row["program"] and base_peak is not None
+                                  and row["peak_memory_gb"] is not None else None)
+    checks = targets(by_row)
+    gpu_ran = args.device.startswith("cuda")
+    elapsed = time.perf_counter() - started
+    if done:
+        print_table(rows, checks, gpu_ran, elapsed)
+    notes = build_notes(rows, args, setup, elapsed)
+    if failed:
+        notes.append(f"failed, no figures: {', '.join(failed)}")
+    if not done:
+        notes.append(f"**partial**: written after each run; not run yet: {', '.join(waiting) or 'none'}"
+                     " (if this note stays, the benchmark was stopped)")
+    argv = " ".join(sys.argv[1:])
+    command = f"python benchmarks/gpu_gpt.py{' ' + argv if argv else ''}"
+    if args.markdown:
+        args.markdown.write_text(markdown(rows, checks, notes, command, gpu_ran))
+    if args.json:
+        args.json.write_text(json.dumps({**setup, "rows": rows, "targets": checks,
+                                         "notes": notes, "done": done}, indent=2) + "\n")
+
+
+def print_table(rows: list[dict], checks: list[dict], gpu_ran: bool, elapsed: float) -> None:
+    print("\n" + " " * 30 + "".join(f"{title:>20}" for _, title, _ in COLUMNS))
+    for row in rows:
+        print(f"{row['program']:<30}" + "".join(f"{fmt(row[k], s):>20}" for k, s in
+                                                 ((k, s) for k, _, s in COLUMNS)))
+    print("\ntargets" + ("" if gpu_ran else " (not a GPU: for the record only)"))
+    for check in checks:
+        print(f"  {'met ' if check['met'] else 'MISSED'}  {check['target']}: {check['value']}")
+    print(f"\nall runs in {elapsed:.0f} s")
+
+
+def build_notes(rows: list[dict], args: argparse.Namespace, setup: dict, elapsed: float) -> list[str]:
+    name, version, fpt = setup["device"], setup["torch"], setup["flops_per_token"]
+    n_params, peak_flops = setup["params"], setup["peak_flops"]
+    notes = [
+        f"{name}, torch {version}; {n_params / 1e6:.2f} M parameters ({args.layers} layers, "
+        f"width {args.d_model}, {args.heads} heads, context {args.context}, vocabulary "
+        f"{args.vocab_size}), batch {args.batch_size} x {args.context} tokens, bf16 autocast, "
+        f"AdamW (fused on CUDA) and clipping at 1.0 in every program",
+        f"{args.steps} optimizer steps per run, the first {args.warmup} left out; runs "
+        f"alternate, up to {args.rounds} of each base program (--budget-s "
+        f"{args.budget_s:.0f}), the extra rows once; figures are medians over the runs; the "
+        f"generated loop logs every {args.log_every} steps (one host sync each)",
+        f"MFU: {fpt / 1e6:,.1f} MFLOPs per token (6N + 12 L H Q T) against "
+        + (f"{peak_flops / 1e12:,.0f} TFLOPS (the project's dense bf16 peak for {name})"
+           if peak_flops else f"no peak (the project's table does not list {name})"),
+        "peak memory over the steady steps (torch.cuda.max_memory_allocated); an extra row's "
+        "extra over the generated compiled one: "
+        + (", ".join(f"{row['program'].split(' + ')[1]} {row['extra_memory_gb']:+.2f} GB"
+                     for row in rows if row["extra_memory_gb"] is not None) or "n/a"),
+        "compile (s): a compiled program's time to its first step less its eager twin's; "
+        "the caches of torch.compile (inductor, Triton) start empty for the benchmark, so "
+        "the first compiled run (hand-written) compiles from nothing and the later ones "
+        "find the same graphs cached, as a user's second run would",
+        f"the whole benchmark took {elapsed:.0f} s",
+    ]
+    if args.profile:
+        notes.append(f"profiles (torch.profiler, {args.profile_steps} steps after the window) "
+                     f"in {args.profile}")
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (cuda:N), or cpu at a toy size")
@@ -521,6 +601,8 @@ def main() -> None:
         peak_table = load_module(root / "eager" / "train_utils.py", "gpt_train_utils")
         peak_flops = peak_table.GPU_PEAK_FLOPS.get(name, (None,))[0]
         del torch
+        setup = {"device": name, "torch": version, "params": n_params,
+                 "flops_per_token": fpt, "peak_flops": peak_flops}
         runner = root / "runner.py"
         runner.write_text(RUNNER)
         if args.profile:
@@ -549,6 +631,7 @@ def main() -> None:
             if args.profile and profiled and not program.runs:
                 profile = args.profile / (program.name.replace(", ", "_").replace(" ", "_") + ".txt")
             r = program.run(runner, args, profile)
+            report(programs, args, setup, started, done=False)
             if r is None:
                 continue
             longest = max(longest, r["wall_s"])
@@ -556,63 +639,7 @@ def main() -> None:
             print(f"  {program.name:<28} {program.tokens_per_step * len(steps) / sum(steps):>12,.0f}"
                   f" tokens/s  first step {r['first_step_s']:6.1f} s  whole run {r['wall_s']:6.1f} s",
                   flush=True)
-    by_name = {p.name: p for p in programs}
-    rows = [summarise(p, by_name, fpt, peak_flops) for p in programs if p.runs]
-    failed = [f"{p.name} ({p.failed})" for p in programs if not p.runs]
-    by_row = {row["program"]: row for row in rows}
-    base_row = by_row.get("generated, compiled") or by_row.get("generated, eager") or {}
-    base_peak = base_row.get("peak_memory_gb")
-    for row in rows:
-        row["extra_memory_gb"] = (row["peak_memory_gb"] - base_peak
-                                  if "+" in row["program"] and base_peak is not None
-                                  and row["peak_memory_gb"] is not None else None)
-    checks = targets(by_row)
-    gpu_ran = args.device.startswith("cuda")
-    print("\n" + " " * 30 + "".join(f"{title:>20}" for _, title, _ in COLUMNS))
-    for row in rows:
-        print(f"{row['program']:<30}" + "".join(f"{fmt(row[k], s):>20}" for k, s in
-                                                 ((k, s) for k, _, s in COLUMNS)))
-    print("\ntargets" + ("" if gpu_ran else " (not a GPU: for the record only)"))
-    for check in checks:
-        print(f"  {'met ' if check['met'] else 'MISSED'}  {check['target']}: {check['value']}")
-    elapsed = time.perf_counter() - started
-    print(f"\nall runs in {elapsed:.0f} s")
-    notes = [
-        f"{name}, torch {version}; {n_params / 1e6:.2f} M parameters ({args.layers} layers, "
-        f"width {args.d_model}, {args.heads} heads, context {args.context}, vocabulary "
-        f"{args.vocab_size}), batch {args.batch_size} x {args.context} tokens, bf16 autocast, "
-        f"AdamW (fused on CUDA) and clipping at 1.0 in every program",
-        f"{args.steps} optimizer steps per run, the first {args.warmup} left out; runs "
-        f"alternate, up to {args.rounds} of each base program (--budget-s "
-        f"{args.budget_s:.0f}), the extra rows once; figures are medians over the runs; the "
-        f"generated loop logs every {args.log_every} steps (one host sync each)",
-        f"MFU: {fpt / 1e6:,.1f} MFLOPs per token (6N + 12 L H Q T) against "
-        + (f"{peak_flops / 1e12:,.0f} TFLOPS (the project's dense bf16 peak for {name})"
-           if peak_flops else f"no peak (the project's table does not list {name})"),
-        "peak memory over the steady steps (torch.cuda.max_memory_allocated); an extra row's "
-        "extra over the generated compiled one: "
-        + (", ".join(f"{row['program'].split(' + ')[1]} {row['extra_memory_gb']:+.2f} GB"
-                     for row in rows if row["extra_memory_gb"] is not None) or "n/a"),
-        "compile (s): a compiled program's time to its first step less its eager twin's; "
-        "the caches of torch.compile (inductor, Triton) start empty for the benchmark, so "
-        "the first compiled run (hand-written) compiles from nothing and the later ones "
-        "find the same graphs cached, as a user's second run would",
-        f"the whole benchmark took {elapsed:.0f} s",
-    ]
-    if failed:
-        notes.append(f"failed, no figures: {', '.join(failed)}")
-    if args.profile:
-        notes.append(f"profiles (torch.profiler, {args.profile_steps} steps after the window) "
-                     f"in {args.profile}")
-    argv = " ".join(sys.argv[1:])
-    command = f"python benchmarks/gpu_gpt.py{' ' + argv if argv else ''}"
-    if args.markdown:
-        args.markdown.write_text(markdown(rows, checks, notes, command, gpu_ran))
-    if args.json:
-        args.json.write_text(json.dumps({"device": name, "torch": version, "params": n_params,
-                                         "flops_per_token": fpt, "peak_flops": peak_flops,
-                                         "rows": rows, "targets": checks, "notes": notes},
-                                        indent=2) + "\n")
+    report(programs, args, setup, started, done=True)
 
 
 if __name__ == "__main__":

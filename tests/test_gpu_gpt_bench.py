@@ -28,7 +28,7 @@ TOY = ["--device", "cpu", "--layers", "2", "--d-model", "32", "--heads", "2",
        "--context", "32", "--vocab-size", "256", "--batch-size", "4", "--steps", "6",
        "--warmup", "2", "--log-every", "2", "--rounds", "1", "--eager-only"]
 ROWS = ["hand-written, eager", "generated, eager", "generated + ema",
-        "generated + fsdp (1 process)", "generated + accumulate 2"]
+        "generated + accumulate 2", "generated + fsdp (1 process)"]
 
 
 def load(name: str):
@@ -52,6 +52,8 @@ def test_the_benchmark_runs_every_program_at_a_toy_size(tmp_path):
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     result = json.loads(out.read_text())
     assert result["device"] == "CPU" and result["torch"] == torch.__version__
+    # written after every run; the last write is the whole benchmark's
+    assert result["done"] and not any("partial" in note for note in result["notes"])
     assert [row["program"] for row in result["rows"]] == ROWS
     for row in result["rows"]:
         assert row["runs"] == 1, row
