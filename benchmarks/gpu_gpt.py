@@ -3,7 +3,8 @@
     python benchmarks/gpu_gpt.py [--steps 100] [--warmup 30] [--rounds 2]
                                  [--markdown FILE] [--json FILE] [--profile DIR]
     python benchmarks/gpu_gpt.py --device cpu --layers 2 --d-model 64 --heads 2 \\
-        --context 64 --vocab-size 512 --batch-size 4 --steps 8 --warmup 3 --eager-only
+        --context 64 --vocab-size 512 --batch-size 4 --steps 8 --warmup 3 --rounds 1 \\
+        --eager-only
 
 The workload is benchmarks/gpt2/ (model.py, data.py): 12 layers, width 768, 12
 heads, context 1024, vocabulary 50304 (124 M parameters), fed from a synthetic
@@ -23,8 +24,9 @@ file of token ids that make_tokens.py writes and data.py memory-maps. Programs:
   --accumulate (2 micro-batches of the same size per optimizer step), each
   with --amp --clip --compile.
 
-Runs alternate (hand eager, generated eager, hand compiled, generated compiled,
-for --rounds rounds; then the extra rows once). Every program runs under one
+Runs alternate: hand eager, generated eager, hand compiled, generated compiled,
+then the extra rows once, then the base programs' further --rounds while
+--budget-s lasts. The section and JSON are rewritten after every run. Every program runs under one
 small wrapper that records each optimizer step with a step post-hook: on CUDA
 a CUDA event (no host sync: the events are read after the run), on a CPU the
 clock. Figures, after --warmup optimizer steps:
@@ -42,7 +44,8 @@ clock. Figures, after --warmup optimizer steps:
 - peak memory: torch.cuda.max_memory_allocated over the steady steps.
 
 A benchmark, not a test: it prints figures and the targets met or missed, and
-asserts nothing. On one H100 or H200 the default run takes about 5 minutes.
+asserts nothing. No GPU has run it yet; on one H100 or H200 the default run is
+meant to take 5-7 minutes (--budget-s 420 starts no further round after 7).
 """
 
 import argparse
