@@ -12,8 +12,8 @@ test_host_sync.py checks the same window under torch.cuda.set_sync_debug_mode
 Every feature that runs on one device is counted: alone or with the features it
 is used with. Left out: --compile (compiling takes tens of seconds on a CPU;
 the GPU test runs it), W&B and MLflow (they only act in log_row, which is the
-log step; TensorBoard, counted here, takes the same path), --slurm (no code in
-the step). --debug checks the gradients for NaN/inf at every step: one sync a
+log step; TensorBoard, counted here, takes the same path). --slurm runs in the
+"everything" case (outside a SLURM job: its stop and requeue checks are there). --debug checks the gradients for NaN/inf at every step: one sync a
 step by design, which the test pins to exactly that.
 """
 
@@ -39,8 +39,9 @@ CASES = {
     "early-stopping+tensorboard": (["early-stopping", "tensorboard"], []),
     "ddp (1 process)": (["ddp"], []),
     "fsdp (1 process)": (["fsdp", "amp", "clip"], ["--amp-dtype", "bf16"]),
-    "everything on one device": (["amp", "clip", "accumulate", "ema", "early-stopping"],
-                                 ["--amp-dtype", "bf16"]),
+    "everything on one device": (
+        ["amp", "clip", "accumulate", "ema", "early-stopping", "slurm"], ["--amp-dtype", "bf16"]
+    ),
 }
 
 
