@@ -39,8 +39,9 @@ CASES = {
     "ddp (1 process)": (["ddp"], []),
     "fsdp (1 GPU)": (["fsdp", "amp", "clip"], ["--amp-dtype", "bf16"]),
     "compile+amp+clip": (["compile", "amp", "clip"], ["--amp-dtype", "bf16"]),
-    "everything on one GPU": (["amp", "clip", "accumulate", "ema", "early-stopping"],
-                              ["--amp-dtype", "bf16"]),
+    "everything on one GPU": (
+        ["amp", "clip", "accumulate", "ema", "early-stopping", "slurm"], ["--amp-dtype", "bf16"]
+    ),
 }
 
 
