@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with a CUDA GPU (one H200: about
-# 4-5 minutes, at most 8):
+# 4-5 minutes before tests/gpu/test_host_sync.py came, not timed since; at most 8):
 #
 #     bash benchmarks/gpu_check.sh          # from the repository root
+#     bash benchmarks/gpu_check.sh gpt      # the GPT-2-small benchmark instead (at most 8 min)
 #
 # Stages, each under its own time limit (seconds, changed with the variable named):
 #   1. setup        GPU_CHECK_SETUP_S=45   what tests/gpu needs, never torch: the
@@ -11,19 +12,27 @@
 #      package (editable, --no-deps); the working tree is on PYTHONPATH in any case
 #   2. environment  GPU_CHECK_ENV_S=25     nvidia-smi; Python, torch, CUDA, cuDNN,
 #      NCCL, the GPU; the versions of the test tools. No CUDA GPU: stops here
-#   3. tests        GPU_CHECK_TESTS_S=250  python -m pytest tests/gpu -q -x
+#   3. tests        GPU_CHECK_TESTS_S=270  python -m pytest tests/gpu -q -x
 #      (-n GPU_CHECK_WORKERS=4 with pytest-xdist; --timeout GPU_CHECK_TEST_TIMEOUT=200
 #      per test with pytest-timeout); a skipped test counts as a failure here
 #   4. benchmark    GPU_CHECK_BENCH_S=120  benchmarks/gpu_demo.py, short
 #      (GPU_CHECK_STEPS=70, GPU_CHECK_WARMUP=30, GPU_CHECK_LOG_EVERY=10); its
 #      Markdown section replaces the GPU section of benchmarks/RESULTS.md, the
 #      other sections stay as they are
+# With `gpt`, stages 1 and 2, then instead of 3 and 4:
+#   3. gpt          GPU_CHECK_GPT_S=400    benchmarks/gpu_gpt.py (a 124 M-parameter
+#      GPT: the generated loop against a hand-written one, eager and compiled,
+#      and --ema, --fsdp, --accumulate), starting no second round of runs after
+#      GPU_CHECK_GPT_BUDGET_S=270 s, with torch.profiler tables of the compiled
+#      programs; its section (what it measured, even when stopped by the limit)
+#      replaces gpu_gpt.py's in benchmarks/RESULTS.md
 # A failed stage does not stop the later ones (except 1 and 2: without the tools
 # or a GPU nothing later can run); the exit status is 1 if any stage failed.
 # Everything that matters is written to $OUT when it is set (the device runner
 # returns the files under it), else to ${TMPDIR:-/tmp}/gpu_check: gpu_check.log
 # (all of the output), environment.txt, gpu-tests.log, gpu-tests.xml (JUnit),
-# gpu_demo.log, gpu_demo.md and RESULTS.md.
+# gpu_demo.log, gpu_demo.md and RESULTS.md; with `gpt`: gpu_gpt.log, gpu_gpt.md,
+# gpu_gpt.json, profiles/ and RESULTS.md.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -188,13 +197,12 @@ for i in range(torch.cuda.device_count()):
 EOF
 }
 
-# --- 4. benchmark: gpu_demo.py's section into benchmarks/RESULTS.md
-benchmark() {
-    set -euo pipefail
-    "$PY" benchmarks/gpu_demo.py --device cuda --steps "$STEPS" --warmup "$WARMUP" \
-        --log-every "$LOG_EVERY" --markdown "$ART/gpu_demo.md"
-    "$PY" - benchmarks/RESULTS.md "$ART/gpu_demo.md" <<'EOF'
-"""Put the new GPU section where the old one was (or at the end); keep the rest."""
+# put_section FILE HEADING...: FILE's Markdown section into benchmarks/RESULTS.md,
+# in place of the section whose heading starts with one of HEADING...
+put_section() {
+    "$PY" - benchmarks/RESULTS.md "$@" <<'EOF'
+"""Put the new section where the old one (a heading given) was, or at the end;
+keep the rest."""
 import datetime
 import os
 import platform
@@ -202,20 +210,20 @@ import sys
 from pathlib import Path
 
 results, section_file = Path(sys.argv[1]), Path(sys.argv[2])
+headings = tuple(sys.argv[3:])
 section = section_file.read_text().rstrip("\n").split("\n")
 cpu = next((line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")), platform.machine())
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 note = (f"Written by `bash benchmarks/gpu_check.sh` on {now}, on a machine with "
-        f"{cpu} ({os.cpu_count()} cores), not the one the header names: a short "
-        "check run, its figures are rough.")
+        f"{cpu} ({os.cpu_count()} cores), not the one the header names"
+        + os.environ.get("SECTION_NOTE", ": a short check run, its figures are rough."))
 section = "\n".join([section[0], "", note, *section[1:]]) + "\n"
 
 text = results.read_text() if results.exists() else "# Benchmark results\n"
 lines = text.split("\n")
-GPU_HEADINGS = ("## gpu_demo.py", "## The demo with --amp (bf16) and --compile")
-start = next((i for i, line in enumerate(lines) if line.startswith(GPU_HEADINGS)), None)
+start = next((i for i, line in enumerate(lines) if line.startswith(headings)), None)
 if start is None:
     text = text.rstrip("\n") + "\n\n" + section
 else:
@@ -227,21 +235,56 @@ else:
 tmp = results.with_name(results.name + ".tmp")
 tmp.write_text(text)
 os.replace(tmp, results)
-print(f"wrote the GPU section of {results}")
+print(f"wrote the section {section.split(chr(10))[0]!r} of {results}")
 EOF
+}
+
+# --- 4. benchmark: gpu_demo.py's section into benchmarks/RESULTS.md
+benchmark() {
+    set -euo pipefail
+    "$PY" benchmarks/gpu_demo.py --device cuda --steps "$STEPS" --warmup "$WARMUP" \
+        --log-every "$LOG_EVERY" --markdown "$ART/gpu_demo.md"
+    put_section "$ART/gpu_demo.md" "## gpu_demo.py" "## The demo with --amp (bf16) and --compile"
     cp benchmarks/RESULTS.md "$ART/RESULTS.md"
 }
 
-export -f setup environment benchmark
+# --- 3 (gpt). gpu_gpt.py's section into benchmarks/RESULTS.md
+gpt() {
+    set -uo pipefail
+    local rc=0
+    rm -f "$ART/gpu_gpt.md" "$ART/gpu_gpt.json"
+    # its own limit, inside the stage's: what it measured before a timeout (it
+    # writes its section after every run) still goes into RESULTS.md
+    timeout --kill-after=5 "$GPT_S" "$PY" benchmarks/gpu_gpt.py --device cuda \
+        --budget-s "$GPT_BUDGET_S" --markdown "$ART/gpu_gpt.md" --json "$ART/gpu_gpt.json" \
+        --profile "$ART/profiles" || rc=$?
+    if [[ -s $ART/gpu_gpt.md ]]; then
+        SECTION_NOTE="." put_section "$ART/gpu_gpt.md" "## gpu_gpt.py"
+        cp benchmarks/RESULTS.md "$ART/RESULTS.md"
+    fi
+    return "$rc"
+}
+
+export -f setup environment put_section benchmark gpt
 export STEPS=${GPU_CHECK_STEPS:-70} WARMUP=${GPU_CHECK_WARMUP:-30}
 export LOG_EVERY=${GPU_CHECK_LOG_EVERY:-10}
+export GPT_BUDGET_S=${GPU_CHECK_GPT_BUDGET_S:-270}
+GPT_STAGE_S=${GPU_CHECK_GPT_S:-400}
+export GPT_S=$((GPT_STAGE_S - 15))  # gpu_gpt.py's own limit, inside the stage's
+MODE=${1:-checks}
+if [[ $MODE != checks && $MODE != gpt ]]; then
+    echo "usage: bash benchmarks/gpu_check.sh [gpt]"
+    exit 2
+fi
 
 echo "gpu_check: $REPO with $PY; files in $ART"
 stage setup "${GPU_CHECK_SETUP_S:-45}" - bash -c setup
 if ((${#FAILED[@]} == 0)); then
     stage environment "${GPU_CHECK_ENV_S:-25}" environment.txt bash -c environment
 fi
-if ((${#FAILED[@]} == 0)); then
+if ((${#FAILED[@]} == 0)) && [[ $MODE == gpt ]]; then
+    stage gpt "$GPT_STAGE_S" gpu_gpt.log bash -c gpt
+elif ((${#FAILED[@]} == 0)); then
     pytest_args=(-m pytest tests/gpu -q -x -rfEs -p no:cacheprovider
                  --junitxml "$ART/gpu-tests.xml")
     if "$PY" -c "import xdist" 2>/dev/null; then
@@ -251,7 +294,7 @@ if ((${#FAILED[@]} == 0)); then
         pytest_args+=(--timeout "${GPU_CHECK_TEST_TIMEOUT:-200}")
     fi
     rm -f "$ART/gpu-tests.xml"  # a report from an earlier run is no answer
-    stage tests "${GPU_CHECK_TESTS_S:-250}" gpu-tests.log "$PY" "${pytest_args[@]}"
+    stage tests "${GPU_CHECK_TESTS_S:-270}" gpu-tests.log "$PY" "${pytest_args[@]}"
     # on a GPU machine every test runs: a skip means the tests saw no GPU
     if [[ -f $ART/gpu-tests.xml ]]; then
         skipped=$("$PY" -c "import sys, xml.etree.ElementTree as E

@@ -3,13 +3,13 @@
     python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
 
 Runs cli_speed.py, loop_overhead.py, log_every.py, fsdp_memory.py and, where
-torch sees a CUDA GPU, gpu_demo.py one after the other, each as its own process
-exactly as it runs alone (each writes its section with --markdown), and puts
-the sections under a header that names the machine (CPU model, cores, memory),
-the Python and torch versions, and the date. --quick runs fewer repeats and
-steps (fsdp_memory.py: 1 and 2 processes only), for trying the scripts out:
-figures from it are too noisy to quote. For quotable figures run it on a quiet
-machine (the load average is recorded in each section).
+torch sees a CUDA GPU, gpu_demo.py and gpu_gpt.py one after the other, each as
+its own process exactly as it runs alone (each writes its section with
+--markdown), and puts the sections under a header that names the machine (CPU
+model, cores, memory), the Python and torch versions, and the date. --quick runs
+fewer repeats and steps (fsdp_memory.py: 1 and 2 processes only), for trying the
+scripts out: figures from it are too noisy to quote. For quotable figures run it
+on a quiet machine (the load average is recorded in each section).
 """
 
 import argparse
@@ -30,6 +30,7 @@ FULL = {
     "log_every.py": ["--repeats", "3"],
     "fsdp_memory.py": ["--world-sizes", "1", "2", "4"],
     "gpu_demo.py": [],
+    "gpu_gpt.py": [],
 }
 QUICK = {
     "cli_speed.py": ["--repeats", "2"],
@@ -38,8 +39,9 @@ QUICK = {
     "log_every.py": ["--repeats", "1", "--steps", "300", "--warmup", "100"],
     "fsdp_memory.py": ["--world-sizes", "1", "2"],
     "gpu_demo.py": ["--steps", "150", "--warmup", "50"],
+    "gpu_gpt.py": ["--rounds", "1", "--steps", "30", "--warmup", "10"],
 }
-NEEDS_CUDA = {"gpu_demo.py"}
+NEEDS_CUDA = {"gpu_demo.py", "gpu_gpt.py"}
 
 
 def cpu_model() -> str:
