@@ -314,7 +314,9 @@ def checked_loss(result, loss_name: str = "loss") -> tuple[torch.Tensor, dict]:
     checked = {}
     for name, value in metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = torch.tensor(float(value), device=loss.device)
+            # filled on the device: torch.tensor(value, device=...) would copy
+            # from the host, and wait for the GPU, at every step
+            value = torch.full((), float(value), device=loss.device)
         elif not isinstance(value, torch.Tensor) or value.dim() != 0:
             raise ContractError(
                 f"model.compute_loss: metric {name!r} must be a number or a scalar "
