@@ -459,8 +459,7 @@ def rerun_command(cfg: Config) -> str:
             args.append(flag if value else "--no-" + flag[2:])
         else:
             args += [flag, str(value)]
-    launch = ["python", "train.py"]
-    return shlex.join(launch + args)
+    return shlex.join(["python", "train.py", *args])
 
 
 # -----------------------------------------------------------------------------
@@ -552,7 +551,7 @@ class Run:
     state: TrainState
     resumed: bool = False
     stopping: bool = False  # the last step is done
-    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    csv: CsvLog | None = None  # metrics.csv
     meter: Meter = field(default_factory=Meter)
     lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
     started: float = 0.0  # when training started (for the ETA)
@@ -750,7 +749,7 @@ def open_logs(run: Run) -> None:
 
 
 def log_row(run: Run, row: dict) -> None:
-    """One row of metrics.csv (if this process writes)."""
+    """One row of metrics.csv."""
     if run.csv is not None:
         run.csv.log(row)
 
@@ -974,9 +973,9 @@ def validate(run: Run) -> None:
 
 def save_checkpoint(run: Run, name: str) -> None:
     """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
-    rng = [rng_state(run.device)]  # one per process, as in every feature set
     if not run.writes:
         return
+    rng = [rng_state(run.device)]  # one per process, as in every feature set
     checkpoint = {
         "model": run.raw_model.state_dict(),
         "optimizer": run.optimizer.state_dict(),

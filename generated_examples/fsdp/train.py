@@ -1099,8 +1099,7 @@ def log_training(run: Run, epoch: int) -> None:
         row["tokens_per_s"] = samples_per_s * tokens_per_sample()
         fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
     flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
-    dtype = torch.float32
-    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    peak_flops = gpu_peak_flops(run.device, torch.float32, run.cfg.tf32)
     if flops_per_sample is not None and peak_flops:
         mfu = flops_per_sample() * samples_per_s / run.world.world_size / peak_flops
         fields.append(f"mfu {100 * mfu:.1f}%")

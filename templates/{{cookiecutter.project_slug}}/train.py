@@ -821,16 +821,18 @@ def rerun_command(cfg: Config) -> str:
             args.append(flag if value else "--no-" + flag[2:])
         else:
             args += [flag, str(value)]
-    launch = ["python", "train.py"]
 {% if distributed %}
+    launch = ["python", "train.py"]
     one_machine = os.environ.get("LOCAL_WORLD_SIZE") == str(world.world_size)
     if world.world_size > 1 and one_machine:
         # torchrun on one machine (it sets LOCAL_WORLD_SIZE); on several machines,
         # or under another launcher, this is the command of each process
         nproc = f"--nproc_per_node={world.world_size}"
         launch = ["torchrun", "--standalone", nproc, "train.py"]
-{% endif %}
     return shlex.join(launch + args)
+{% else %}
+    return shlex.join(["python", "train.py", *args])
+{% endif %}
 
 
 {% if debug %}
@@ -1008,7 +1010,7 @@ class Run:
     resumed: bool = False
     stopping: bool = False  # the last step is done{% if early_stopping %} (or early stopping decided){% endif %}
 
-    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    csv: CsvLog | None = None  # metrics.csv{{ ", on the writing process" if distributed }}
 {% if tensorboard %}
     tb: object | None = None  # a SummaryWriter, when tensorboard is installed
 {% endif %}
@@ -1517,7 +1519,7 @@ def log_row(run: Run, row: dict) -> None:
     """One row of metrics.csv, its numbers as TensorBoard scalars too (if this
     process writes)."""
 {% else %}
-    """One row of metrics.csv (if this process writes)."""
+    """One row of metrics.csv{{ " (if this process writes)" if distributed }}."""
 {% endif %}
     if run.csv is not None:
         run.csv.log(row)
@@ -1857,10 +1859,10 @@ def log_training(run: Run, epoch: int) -> None:
     flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
 {% if amp %}
     dtype = run.amp_dtype or torch.float32
-{% else %}
-    dtype = torch.float32
-{% endif %}
     peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+{% else %}
+    peak_flops = gpu_peak_flops(run.device, torch.float32, run.cfg.tf32)
+{% endif %}
     if flops_per_sample is not None and peak_flops:
 {% if distributed %}
         mfu = flops_per_sample() * samples_per_s / run.world.world_size / peak_flops
@@ -2043,12 +2045,14 @@ def save_checkpoint(run: Run, name: str) -> None:
     rng = [rng_state(run.device)]
     if run.world.world_size > 1:
         rng = gather_from_ranks(rng[0], run.world, run.device)
-{% else %}
-    """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
-    rng = [rng_state(run.device)]  # one per process, as in every feature set
-{% endif %}
     if not run.writes:
         return
+{% else %}
+    """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
+    if not run.writes:
+        return
+    rng = [rng_state(run.device)]  # one per process, as in every feature set
+{% endif %}
     checkpoint = {
         "model": run.raw_model.state_dict(),
 {% if multi_optim %}

@@ -428,8 +428,7 @@ def rerun_command(cfg: Config) -> str:
             args.append(flag if value else "--no-" + flag[2:])
         else:
             args += [flag, str(value)]
-    launch = ["python", "train.py"]
-    return shlex.join(launch + args)
+    return shlex.join(["python", "train.py", *args])
 
 
 # -----------------------------------------------------------------------------
@@ -519,7 +518,7 @@ class Run:
     state: TrainState
     resumed: bool = False
     stopping: bool = False  # the last step is done (or early stopping decided)
-    csv: CsvLog | None = None  # metrics.csv, on the writing process
+    csv: CsvLog | None = None  # metrics.csv
     meter: Meter = field(default_factory=Meter)
     lrs: dict[str, float] = field(default_factory=dict)  # the latest LRs, logged
     started: float = 0.0  # when training started (for the ETA)
@@ -701,7 +700,7 @@ def open_logs(run: Run) -> None:
 
 
 def log_row(run: Run, row: dict) -> None:
-    """One row of metrics.csv (if this process writes)."""
+    """One row of metrics.csv."""
     if run.csv is not None:
         run.csv.log(row)
 
@@ -836,8 +835,7 @@ def log_training(run: Run, epoch: int) -> None:
         row["tokens_per_s"] = samples_per_s * tokens_per_sample()
         fields.append(f"{row['tokens_per_s']:,.0f} tokens/s")
     flops_per_sample = getattr(run.raw_model, "flops_per_sample", None)
-    dtype = torch.float32
-    peak_flops = gpu_peak_flops(run.device, dtype, run.cfg.tf32)
+    peak_flops = gpu_peak_flops(run.device, torch.float32, run.cfg.tf32)
     if flops_per_sample is not None and peak_flops:
         mfu = flops_per_sample() * samples_per_s / peak_flops
         fields.append(f"mfu {100 * mfu:.1f}%")
@@ -931,9 +929,9 @@ def validate(run: Run) -> None:
 
 def save_checkpoint(run: Run, name: str) -> None:
     """checkpoints/<name>.pt (nothing under --fast-dev-run)."""
-    rng = [rng_state(run.device)]  # one per process, as in every feature set
     if not run.writes:
         return
+    rng = [rng_state(run.device)]  # one per process, as in every feature set
     checkpoint = {
         "model": run.raw_model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
