@@ -665,8 +665,6 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
-    model = raw_model
-
     batches_per_epoch = fraction_or_count(
         cfg.limit_train_batches, math.ceil(len(train_set) / cfg.batch_size)
     )
@@ -688,7 +686,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         writes=not cfg.fast_dev_run,
         command=command,
         raw_model=raw_model,
-        model=model,
+        model=raw_model,
         optimizer=optimizer,
         train_set=train_set,
         val_loader=val_loader,

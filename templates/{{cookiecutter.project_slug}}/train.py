@@ -1205,9 +1205,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
     }
 {% endif %}
     model = with_parts(raw_model, parts)
-{% elif multi_optim %}
-    model = raw_model
-{% elif ddp %}
+{% elif ddp and not multi_optim %}
     model = raw_model
     if world.world_size > 1:
         model = DDP(
@@ -1219,19 +1217,18 @@ def set_up(cfg: Config, device: torch.device) -> Run:
 {% if accumulate %}
     ddp_model = model
 {% endif %}
-{% else %}
-    model = raw_model
 {% endif %}
 {% if compile and not multi_optim %}
-{% if fsdp %}
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
-    model = torch.compile(raw_model, mode=cfg.compile_mode)
-{% else %}
-    # checkpoints always come from raw_model: no "_orig_mod." prefixes
+{% if ddp %}
     model = torch.compile(model, mode=cfg.compile_mode)
+{% else %}
+    model = torch.compile(raw_model, mode=cfg.compile_mode)
 {% endif %}
 {% endif %}
+{% if ddp or compile %}
 
+{% endif %}
 {% if compile %}
     # Only full batches, one shape for torch.compile: the training loader drops
     # an epoch's short last batch (unless there is no full batch: then the one
@@ -1293,7 +1290,7 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         command=command,
 {% endif %}
         raw_model=raw_model,
-        model=model,
+        model={{ "model" if ddp or compile else "raw_model" }},
 {% if multi_optim %}
         optimizers=optimizers,
 {% else %}

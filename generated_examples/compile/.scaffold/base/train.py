@@ -578,9 +578,8 @@ def set_up(cfg: Config, device: torch.device) -> Run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
-    model = raw_model
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
-    model = torch.compile(model, mode=cfg.compile_mode)
+    model = torch.compile(raw_model, mode=cfg.compile_mode)
 
     # Only full batches, one shape for torch.compile: the training loader drops
     # an epoch's short last batch (unless there is no full batch: then the one

@@ -1080,7 +1080,6 @@ def set_up(cfg: Config, world: Dist, device: torch.device) -> Run:
         cfg.limit_train_batches = cfg.limit_val_batches = cfg.limit_test_batches = 2
         cfg.max_epochs, cfg.sanity_val_steps = 1, 0
 
-    model = raw_model
     # checkpoints always come from raw_model: no "_orig_mod." prefixes
     model = torch.compile(raw_model, mode=cfg.compile_mode)
 
