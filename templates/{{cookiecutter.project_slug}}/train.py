@@ -471,7 +471,7 @@ def parse_config(argv=None) -> Config:
             lambda v: v <= 0 or (v > 1 and v != int(v)),
             "a fraction in (0, 1] or a whole number of batches",
         ),
-        # torch.Generator takes 64 bits; rank and epoch are added to the seed
+        # torch.Generator takes 64 bits, and the epoch is added to the seed
         ("seed data_seed", lambda v: not 0 <= v < 2**63, "in [0, 2**63)"),
 {% if multi_optim %}
         ("mode_std", lambda v: v <= 0, "> 0"),
