@@ -5,6 +5,8 @@ resumed from a mid-epoch checkpoint ends with the same weights, bit for bit, as 
 uninterrupted run).
 
     python -m tools.compat_matrix /tmp/v310/bin/python --json results/py310-t26.json
+    python -m tools.compat_matrix --venv /tmp/v310-t26 --base-python python3.10 \
+        --torch 2.6.0 --json results/py310-t26.json      # make that venv first
     python -m tools.compat_matrix --table results/*.json   # the README's table
 
 scaffold itself renders under the interpreter that runs this script; only the
@@ -129,6 +131,18 @@ def check_feature(python: str, feature: str, timeout: float) -> dict[str, str]:
         return out
 
 
+def make_venv(venv: Path, base_python: str, torch_version: str) -> str:
+    """A virtual environment with this torch (and numpy, tensorboard) from the
+    package index; its interpreter. Linux wheels of torch from PyPI bring their CUDA
+    libraries: several GB."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={torch_version}",
+                    "numpy", "tensorboard"], check=True)
+    return str(python)
+
+
 def interpreter(python: str) -> dict[str, str]:
     """The Python and torch versions of an interpreter."""
     code = "import sys, torch; print(sys.version.split()[0], torch.__version__)"
@@ -168,12 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--table", nargs="*", help="print the table of these results")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    parser.add_argument("--venv", help="make this venv (--base-python, --torch) and use it")
+    parser.add_argument("--base-python", default="python3", help="the venv's Python")
+    parser.add_argument("--torch", help="the torch version to install into --venv")
     args = parser.parse_args(argv)
     if args.table:
         print(table([json.loads(Path(p).read_text()) for p in args.table]))
         return 0
+    if args.venv:
+        if not args.torch:
+            parser.error("--venv needs --torch VERSION")
+        args.python = make_venv(Path(args.venv), args.base_python, args.torch)
     if not args.python:
-        parser.error("give an interpreter, or --table FILES")
+        parser.error("give an interpreter, --venv, or --table FILES")
     result = {**interpreter(args.python), "features": {}}
     for feature in args.features or ["base", *all_features()]:
         result["features"][feature] = check_feature(args.python, feature, args.timeout)
