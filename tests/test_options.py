@@ -23,10 +23,8 @@ from pathlib import Path
 import pytest
 from feature_sets import covering_sets
 from helpers import TINY_ARGS, load_checkpoint, render, run_train
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # -----------------------------------------------------------------------------
 # what each option accepts: (strategy of values, is a value accepted)
