@@ -34,6 +34,8 @@ TORCH_FLOORS: dict[str, str] = {"base": "2.4", "clip": "2.6", "debug": "2.6", "f
 # packages that a feature imports besides torch, and the option that runs it without
 EXTRAS: dict[str, str] = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 FEATURE_ARGS: dict[str, list[str]] = {"wandb": ["--wandb-mode", "disabled"]}
+# rows that run a feature's other code path: (the feature, its options)
+VARIANTS: dict[str, tuple[str, list[str]]] = {"clip-value": ("clip", ["--clip-value", "0.5"])}
 
 # a few steps of the demo model: 4 batches an epoch, 2 epochs (as the project's own
 # tests/test_train.py runs it)
@@ -96,8 +98,10 @@ def run(python: str, project: Path, args: list[str], timeout: float) -> str | No
     return lines[-1] if lines else f"exit {result.returncode}"
 
 
-def check_feature(python: str, feature: str, timeout: float) -> dict[str, str]:
-    """{"fast_dev_run": ..., "resume": ...}, each "ok", "n/a (...)" or "fails: ..."."""
+def check_feature(python: str, row: str, timeout: float) -> dict[str, str]:
+    """{"fast_dev_run": ..., "resume": ...}, each "ok", "n/a (...)" or "fails: ...",
+    of a feature (or "base", or a row of VARIANTS)."""
+    feature, variant_args = VARIANTS.get(row, (row, []))
     features = [] if feature == "base" else [feature]
     extra = EXTRAS.get(feature)
     if extra and subprocess.run([python, "-c", f"import {extra}"],
@@ -107,7 +111,7 @@ def check_feature(python: str, feature: str, timeout: float) -> dict[str, str]:
         project = render(Path(tmp), features)
         accumulate = "accumulate" in features
         args = [*SHORT, *(["--accumulate-steps", "2"] if accumulate else []),
-                *FEATURE_ARGS.get(feature, [])]
+                *FEATURE_ARGS.get(feature, []), *variant_args]
         # 4 steps an epoch (2 with windows of 2): this step ends mid-epoch
         middle = 1 if accumulate else 2
         fast = run(python, project, [*args, "--fast-dev-run"], timeout)
@@ -169,7 +173,8 @@ def table(results: list[dict]) -> str:
             else:
                 cells.append(f"fast-dev-run: {cell['fast_dev_run']}; "
                              f"resume: {cell['resume']}")
-        floor = torch_floor([] if feature == "base" else [feature])
+        feature_of_row = VARIANTS.get(feature, (feature,))[0]
+        floor = torch_floor([] if feature_of_row == "base" else [feature_of_row])
         lines.append(f"| {feature} (>={floor}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.python:
         parser.error("give an interpreter, --venv, or --table FILES")
     result = {**interpreter(args.python), "features": {}}
-    for feature in args.features or ["base", *all_features()]:
+    for feature in args.features or ["base", *all_features(), *VARIANTS]:
         result["features"][feature] = check_feature(args.python, feature, args.timeout)
         print(feature, result["features"][feature], flush=True)
         if args.json:
