@@ -155,7 +155,13 @@ def interpreter(python: str) -> dict[str, str]:
 
 
 def table(results: list[dict]) -> str:
-    """A markdown table: a row per feature, a column per (Python, torch)."""
+    """A markdown table: a row per feature, a column per (Python, torch); results
+    of the same interpreter (several runs of this script) share a column."""
+    merged: dict[tuple[str, str], dict] = {}
+    for r in results:
+        column = merged.setdefault((r["python"], r["torch"]), {**r, "features": {}})
+        column["features"].update(r["features"])
+    results = list(merged.values())
     columns = [f"Python {r['python']}, torch {r['torch']}" for r in results]
     features = list(dict.fromkeys(f for r in results for f in r["features"]))
     lines = ["| feature (floor) | " + " | ".join(columns) + " |",
