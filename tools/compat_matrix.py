@@ -18,6 +18,7 @@ every generated requirements.txt states (tests/test_compat.py checks that).
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,11 @@ def interpreter(python: str) -> dict[str, str]:
     return {"python": version, "torch": torch_version}
 
 
+def short(cell: str) -> str:
+    """A result without the rank prefix and the file path of an exception."""
+    return re.sub(r" \(/[^)]*\)$", "", cell.replace("[rank0]: ", ""))
+
+
 def table(results: list[dict]) -> str:
     """A markdown table: a row per feature, a column per (Python, torch); results
     of the same interpreter (several runs of this script) share a column."""
@@ -175,10 +181,10 @@ def table(results: list[dict]) -> str:
             elif cell["fast_dev_run"] == cell["resume"] == "ok":
                 cells.append("ok")
             elif cell["fast_dev_run"] == cell["resume"]:
-                cells.append(cell["fast_dev_run"])
+                cells.append(short(cell["fast_dev_run"]))
             else:
-                cells.append(f"fast-dev-run: {cell['fast_dev_run']}; "
-                             f"resume: {cell['resume']}")
+                cells.append(f"fast-dev-run: {short(cell['fast_dev_run'])}; "
+                             f"resume: {short(cell['resume'])}")
         feature_of_row = VARIANTS.get(feature, (feature,))[0]
         floor = torch_floor([] if feature_of_row == "base" else [feature_of_row])
         lines.append(f"| {feature} (>={floor}) | " + " | ".join(cells) + " |")
