@@ -9,6 +9,7 @@ here, and uses nothing of the standard library newer than 3.10.
 import ast
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from helpers import render
 from scaffold.features import FEATURES
 from scaffold.generate import build_project
 from scaffold.spec import ProjectSpec
-from tools.compat_matrix import TORCH_FLOORS, torch_floor
+from tools.compat_matrix import TORCH_FLOORS, check_feature, torch_floor
 
 # Pythons other than this one (3.11) that the generated code must compile on
 PYTHONS = ("3.10", "3.12", "3.13")
@@ -86,3 +87,10 @@ def test_the_generated_code_compiles_on(tmp_path, version):
         result = subprocess.run([str(found[-1]), "-m", "compileall", "-q", str(project)],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_matrix_script_runs_a_project_with_this_torch():
+    # what tools/compat_matrix.py does for each feature under another torch, here
+    # with the suite's own: a fast-dev-run, and a resume that ends bit-identical
+    assert check_feature(sys.executable, "clip-value", timeout=300) == {
+        "fast_dev_run": "ok", "resume": "ok"}
