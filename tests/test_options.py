@@ -63,8 +63,9 @@ RULES = {
     **dict.fromkeys(
         "min_epochs warmup_steps ckpt_every keep_last sanity_val_steps overfit_batches "
         "num_workers".split(), AT_LEAST_0),
-    **dict.fromkeys("min_lr weight_decay clip_norm clip_value min_delta".split(),
-                    FINITE_AT_LEAST_0),
+    **dict.fromkeys("min_lr weight_decay clip_norm min_delta".split(), FINITE_AT_LEAST_0),
+    # torch computes with it as a float32 scalar
+    "clip_value": (FLOATS, lambda v: finite(v) and 0 <= v <= 1e30),
     **dict.fromkeys(
         "limit_train_batches limit_val_batches limit_test_batches val_check_interval"
         .split(), (FLOATS, fraction_or_whole)),
@@ -78,7 +79,8 @@ RULES = {
     "max_steps": (INTS, lambda v: v == -1 or v >= 1),
     "n_digits": (INTS, lambda v: 1 <= v <= 18),
     "dist_timeout_s": (INTS, lambda v: 1 <= v <= 365 * 24 * 3600),
-    "lr": (FLOATS, lambda v: finite(v) and v >= 0),  # > 0 with --multi-optim, below
+    # > 0 with --multi-optim, below; at most 1e30, a float32 scalar for torch
+    "lr": (FLOATS, lambda v: finite(v) and 0 <= v <= 1e30),
     "dropout": (FLOATS, lambda v: finite(v) and 0 <= v < 1),
     "mode_std": (FLOATS, lambda v: finite(v) and v > 0),
     "ema_decay": (FLOATS, lambda v: finite(v) and 0 <= v < 1),

@@ -473,6 +473,9 @@ def parse_config(argv=None) -> Config:
         ),
         # torch.Generator takes 64 bits, and the epoch is added to the seed
         ("seed data_seed", lambda v: not 0 <= v < 2**63, "in [0, 2**63)"),
+        # torch takes them as float32 scalars (at most 3.4e38), lr also divided
+        # by AdamW's bias correction
+        ("lr{% if clip %} clip_value{% endif %}", lambda v: v > 1e30, "<= 1e30"),
 {% if multi_optim %}
         ("mode_std", lambda v: v <= 0, "> 0"),
 {% else %}
