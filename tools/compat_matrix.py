@@ -167,9 +167,12 @@ def table(results: list[dict]) -> str:
     for r in results:
         column = merged.setdefault((r["python"], r["torch"]), {**r, "features": {}})
         column["features"].update(r["features"])
-    results = list(merged.values())
+    results = sorted(merged.values(), key=lambda r: (version_tuple(r["python"]),
+                                                      version_tuple(r["torch"])))
     columns = [f"Python {r['python']}, torch {r['torch']}" for r in results]
-    features = list(dict.fromkeys(f for r in results for f in r["features"]))
+    known = ["base", *all_features(), *VARIANTS]
+    features = sorted({f for r in results for f in r["features"]},
+                      key=lambda f: known.index(f) if f in known else len(known))
     lines = ["| feature (floor) | " + " | ".join(columns) + " |",
              "|---|" + "---|" * len(columns)]
     for feature in features:
