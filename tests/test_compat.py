@@ -48,7 +48,7 @@ def test_every_feature_states_the_floor_that_was_tested():
 
 
 def test_a_project_states_the_highest_floor_of_its_features():
-    for features in covering_sets()[-12:]:
+    for features in covering_sets():
         assert floor_stated(features) == torch_floor(features), sorted(features)
 
 
