@@ -166,7 +166,10 @@ def table(results: list[dict]) -> str:
     merged: dict[tuple[str, str], dict] = {}
     for r in results:
         column = merged.setdefault((r["python"], r["torch"]), {**r, "features": {}})
-        column["features"].update(r["features"])
+        for feature, cell in r["features"].items():
+            # a run with the extra package installed wins over one without
+            if feature not in column["features"] or not cell["resume"].startswith("n/a"):
+                column["features"][feature] = cell
     results = sorted(merged.values(), key=lambda r: (version_tuple(r["python"]),
                                                       version_tuple(r["torch"])))
     columns = [f"Python {r['python']}, torch {r['torch']}" for r in results]
