@@ -68,10 +68,10 @@ def test_a_run_repeated_from_its_config_json_is_bit_identical(project):
 
 
 def test_flags_given_with_config_override_it(project):
-    run_train(project, "--config", "runs/orig/config.json", "--lr", "1e-4",
+    run_train(project, "--config", "runs/orig/config.json", "--lr", "0.02",
               "--max-epochs", "1", "--run-dir", "runs/override", tiny_defaults=False)
     saved = config(project, "override")
-    assert (saved["lr"], saved["max_epochs"], saved["run_dir"]) == (1e-4, 1, "runs/override")
+    assert (saved["lr"], saved["max_epochs"], saved["run_dir"]) == (0.02, 1, "runs/override")
     assert (saved["n_train"], saved["dropout"]) == (320, 0.1)  # the rest from the file
     assert ckpt(project, "override")["train_state"]["step"] == 10
 
