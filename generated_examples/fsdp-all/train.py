@@ -83,6 +83,7 @@ from train_utils import (
     pick_device,
     prune_checkpoints,
     rng_state,
+    run_dir_problem,
     seed_everything,
     set_rng_state,
     snapshot_code,
@@ -147,7 +148,9 @@ class Config:
         "off on CPUs without bf16 units) | bf16 | fp16 | off",
     )
     compile_mode: str = option(
-        "default", "torch.compile mode: default | reduce-overhead | max-autotune"
+        "default",
+        "torch.compile mode: default | reduce-overhead | max-autotune "
+        "| max-autotune-no-cudagraphs",
     )
     # checkpoints
     ckpt_every: int = option(500, "keep step_N every N optimizer steps (0: off)")
@@ -308,7 +311,9 @@ def recorded_options(cfg: Config) -> dict:
 
 
 def parse_config(argv=None) -> Config:
-    """Build a Config from the command line; bad values fail here, before training."""
+    """Build a Config from the command line. A bad value stops here, before
+    anything is built, with one line that names the option and what it accepts
+    (status 2)."""
     description = __doc__.split("\n\n")[0]
     cfg, parser = parse_dataclass(Config, argv, description, RENAMED_OPTIONS)
     if cfg.resume:
@@ -316,26 +321,73 @@ def parse_config(argv=None) -> Config:
         # changed in this file since the run began never changes the run
         saved = recorded_options(cfg)
         cfg, parser = parse_dataclass(Config, argv, description, RENAMED_OPTIONS, saved)
-    problems = []
+    # argparse's float() takes "nan" and "inf", which no option means
+    problems = [
+        f"--{name.replace('_', '-')} must be a finite number, not {value}"
+        for name, value in dataclasses.asdict(cfg).items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
     if cfg.max_steps < -1 or cfg.max_steps == 0:
         problems.append("--max-steps must be positive (or -1 for no limit)")
+    # the bounds of the numeric options: (names, is the value bad, what is accepted)
     at_least_1 = "max_epochs batch_size log_every val_every_epochs"
+    at_least_1 += " n_train n_val n_test d_model n_layers n_heads"
     at_least_0 = "min_epochs warmup_steps ckpt_every keep_last sanity_val_steps"
-    at_least_0 += " overfit_batches num_workers"
-    positive = "limit_train_batches limit_val_batches limit_test_batches"
-    positive += " val_check_interval"
+    at_least_0 += " overfit_batches num_workers min_lr weight_decay"
+    # a fraction of the batches (<= 1) or a number of them (> 1), never 2.5
+    fraction_or_whole = "limit_train_batches limit_val_batches limit_test_batches"
+    fraction_or_whole += " val_check_interval"
     for names, bad, rule in (
         (at_least_1, lambda v: v < 1, ">= 1"),
         (at_least_0, lambda v: v < 0, ">= 0"),
-        (positive, lambda v: v <= 0, "> 0"),
+        (
+            fraction_or_whole,
+            lambda v: v <= 0 or (v > 1 and v != int(v)),
+            "a fraction in (0, 1] or a whole number of batches",
+        ),
+        # torch.Generator takes 64 bits, and the epoch is added to the seed
+        ("seed data_seed", lambda v: not 0 <= v < 2**63, "in [0, 2**63)"),
+        # torch takes them as float32 scalars (at most 3.4e38), lr also divided
+        # by AdamW's bias correction
+        ("lr clip_value", lambda v: v > 1e30, "<= 1e30"),
+        ("lr", lambda v: v < 0, ">= 0"),
+        ("dropout", lambda v: not 0 <= v < 1, "in [0, 1)"),
     ):
         for name in names.split():
-            if bad(getattr(cfg, name)):
+            value = getattr(cfg, name)
+            # a value that is not finite has its line above
+            if (not isinstance(value, float) or math.isfinite(value)) and bad(value):
                 problems.append(f"--{name.replace('_', '-')} must be {rule}")
+    # options that contradict each other
+    if cfg.schedule == "cosine" and 0 <= cfg.lr < cfg.min_lr < math.inf:
+        problems.append(
+            f"--min-lr {cfg.min_lr} is above --lr {cfg.lr}: the cosine decays from "
+            "lr to min_lr (give a smaller --min-lr)"
+        )
+    if 1 <= cfg.max_epochs < cfg.min_epochs:
+        problems.append(
+            f"--min-epochs {cfg.min_epochs} is above --max-epochs {cfg.max_epochs}"
+        )
+    if cfg.n_heads >= 1 and cfg.d_model % cfg.n_heads:
+        problems.append(
+            f"--d-model {cfg.d_model} is not a multiple of --n-heads {cfg.n_heads}"
+        )
+    # the demo draws distinct problems, and --n-digits 19 overflows int64
+    if not 1 <= cfg.n_digits <= 18:
+        problems.append("--n-digits must be in [1, 18]")
+    elif cfg.n_train + cfg.n_val + cfg.n_test > 10 ** (2 * cfg.n_digits) // 2:
+        problems.append(
+            f"--n-train, --n-val and --n-test: {cfg.n_digits}-digit operands make "
+            f"too few distinct problems for {cfg.n_train + cfg.n_val + cfg.n_test}"
+        )
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"--schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.monitor_mode not in ("min", "max"):
         problems.append(f"--monitor-mode must be min or max, not {cfg.monitor_mode!r}")
+    if not cfg.run_dir:
+        problems.append("--run-dir must not be empty")
+    elif problem := run_dir_problem(cfg.run_dir):
+        problems.append(problem)
     if cfg.accumulate_steps < 1:
         problems.append("--accumulate-steps must be >= 1")
     if cfg.clip_norm < 0 or cfg.clip_value < 0:
@@ -351,6 +403,9 @@ def parse_config(argv=None) -> Config:
         )
     if cfg.patience < 1:
         problems.append("--patience must be >= 1")
+    if cfg.min_delta < 0:
+        # a negative margin would count a worse value as an improvement
+        problems.append("--min-delta must be >= 0")
     if cfg.on_nonfinite not in ("skip", "stop"):
         problems.append(
             f"--on-nonfinite must be skip or stop, not {cfg.on_nonfinite!r}"
@@ -359,13 +414,31 @@ def parse_config(argv=None) -> Config:
         problems.append(
             f"--wandb-mode must be online, offline or disabled, not {cfg.wandb_mode!r}"
         )
+    # torch.compile would refuse any other mode only when the model is compiled
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if cfg.compile_mode not in modes:
+        problems.append(
+            f"--compile-mode must be {', '.join(modes[:-1])} or {modes[-1]}, "
+            f"not {cfg.compile_mode!r}"
+        )
+    if not 1 <= cfg.dist_timeout_s <= 365 * 24 * 3600:
+        problems.append("--dist-timeout-s must be in [1, 31536000] (a year)")
     try:
         device = torch.device("cpu" if cfg.device == "auto" else cfg.device)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         problems.append(f"--device {cfg.device}: not auto, cpu, cuda, cuda:N or mps")
-    else:
-        if device.type == "cuda" and not torch.cuda.is_available():
-            problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
+    elif device.index is not None and device.type != "cuda":
+        problems.append(f"--device {cfg.device}: not auto, cpu, cuda, cuda:N or mps")
+    elif device.type == "cuda" and not torch.cuda.is_available():
+        problems.append(f"--device {cfg.device}: this torch sees no CUDA GPU")
+    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        problems.append(
+            f"--device {cfg.device}: this torch sees {torch.cuda.device_count()} GPUs"
+        )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problems.append(f"--device {cfg.device}: this torch sees no MPS device")
     if cfg.resume not in ("", "auto") and not Path(cfg.resume).is_dir():
         problems.append(f"--resume {cfg.resume}: no such checkpoint directory")
     if problems:
@@ -1239,10 +1312,13 @@ def sanity_check(run: Run) -> None:
             "sanity check | " + " | ".join(f"{k} {v:.4f}" for k, v in sanity.items())
         )
     if cfg.monitor_metric not in sanity:
-        sys.exit(
+        # a bad option, like those parse_config refuses: one line and status 2
+        print(
             f"--monitor-metric {cfg.monitor_metric}: validation reports "
-            f"{', '.join(sorted(sanity))}"
+            f"{', '.join(sorted(sanity))}",
+            file=sys.stderr,
         )
+        sys.exit(2)
 
 
 def train_epoch(run: Run) -> int | None:

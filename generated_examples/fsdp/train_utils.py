@@ -20,6 +20,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -33,6 +34,31 @@ def fraction_or_count(value: float, total: int) -> int:
     """Lightning-style limits: <= 1.0 is a fraction of `total`, > 1 a count."""
     n = int(total * value) if value <= 1.0 else int(value)
     return max(1, min(total, n)) if total else 0
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line: `train.py: error: ...` and
+    exit status 2, without the usage text that would bury it (--help shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def run_dir_problem(run_dir: str) -> str | None:
+    """What stops `run_dir` from being created and written, or None: the nearest
+    part of it that exists must be a directory that this process may write."""
+    path = Path(run_dir).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        return f"--run-dir {run_dir}: {path} is not a directory"
+    try:
+        # a file that no directory entry names: nothing is left behind
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"--run-dir {run_dir}: {path} cannot be written ({exc.strerror})"
+    return None
 
 
 def field_type(f: dataclasses.Field) -> type:
@@ -80,7 +106,7 @@ def parse_dataclass(
 ) -> tuple[object, argparse.ArgumentParser]:
     """An instance of the dataclass `config_class` from the command line, one flag
     per field (max_epochs: --max-epochs; a bool: --tf32 / --no-tf32), and the
-    parser, whose error() reports a bad value as argparse does.
+    parser, whose error() reports a bad value in one line and exits with status 2.
 
     renamed: {old field name: new field name}; the old flag still sets the new
     field (hidden from --help). defaults: options that replace the fields'
@@ -88,7 +114,7 @@ def parse_dataclass(
     defaults too: flags given with it override them.
     """
     # No abbreviations: `--lr` must never quietly stand for another option.
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser = OptionParser(description=description, allow_abbrev=False)
     parser.add_argument(
         "--config",
         default="",
