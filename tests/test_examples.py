@@ -370,6 +370,7 @@ SCAFFOLD_OPTIONS = {
     "--yes", "--force", "--dry-run", "--allow-dirty", "--path", "--help", "--version",
     "--continue", "--abort",  # scaffold update
     "--check", "--output",  # python tools/examples.py
+    "--venv", "--torch", "--base-python", "--json", "--table",  # tools/compat_matrix.py
 }
 
 

@@ -332,4 +332,4 @@ def test_a_run_trains_one_step_or_stops_with_one_line(run_project, paths, data):
         return
     assert result.returncode == 0, (changed, result.stdout[-2000:], result.stderr)
     run_dir = Path(paths[f"run_dir:{values['run_dir']}"])
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["train_state"]["step"] == 1
