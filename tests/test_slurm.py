@@ -355,9 +355,10 @@ def test_sweep_runs_one_configuration_per_array_task(
     assert "#SBATCH --array=0-1\n" in script
 
     env = job_env(slurm_cluster, python_bin, SLOW)
-    job = sbatch(
-        slurm_cluster, slurm_project, env, *SMALL, "slurm/sweep.sbatch", *LONG_ARGS
-    )
+    # the grid's learning rates are below LONG_ARGS' --min-lr, which train.py
+    # refuses (the schedule would rise): a floor below both
+    args = [*LONG_ARGS, "--min-lr", str(min(lrs) / 10)]
+    job = sbatch(slurm_cluster, slurm_project, env, *SMALL, "slurm/sweep.sbatch", *args)
     sweep_dir = slurm_project / "runs" / f"proj-sweep-{job}"
     # preempt one task: it alone is requeued, and resumes into its own run directory
     wait_for_training(slurm_cluster, f"{job}_1", sweep_dir / "1")
