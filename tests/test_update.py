@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, write_files
+from helpers import FIXTURES, cached_build, write_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -30,7 +30,6 @@ from scaffold import __version__
 from scaffold.cli import app
 from scaffold.errors import InvalidSpecError
 from scaffold.features import feature_names
-from scaffold.generate import build_project
 from scaffold.manifest import answers_text, manifest_files
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
@@ -66,18 +65,6 @@ V2_REQUIREMENT = "numpy>=1.26\n"
 
 # -----------------------------------------------------------------------------
 # helpers
-
-_RENDERS: dict[tuple[str, ProjectSpec], dict[str, str]] = {}
-
-
-def cached_build(spec: ProjectSpec, template_dir: Path | None = None) -> dict[str, str]:
-    """build_project, memoized per (template root, spec): renders cost ~0.1-0.3 s."""
-    root = template_dir or scaffold.render.template_root()
-    key = (str(root), spec)
-    if key not in _RENDERS:
-        _RENDERS[key] = build_project(spec, root)
-    return dict(_RENDERS[key])
-
 
 @pytest.fixture(autouse=True)
 def _cache_renders(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, write_files
+from helpers import FIXTURES, cached_build, write_files
 from test_update_across_restructure import edit_like_a_user
 from typer.testing import CliRunner
 
@@ -35,7 +35,6 @@ import scaffold.update.plan
 from scaffold import __version__
 from scaffold.changelog import ALL, CHECKPOINT_FLAG, Entry, entries_between
 from scaffold.cli import app
-from scaffold.generate import build_project
 from scaffold.manifest import manifest_files, read_manifest
 from scaffold.render import PROJECT_DIR_NAME
 from scaffold.spec import ProjectSpec
@@ -44,18 +43,6 @@ from scaffold.update.journal import JOURNAL
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = FIXTURES / "before_restructure" / "myproject"
-
-_RENDERS: dict[tuple[str, ProjectSpec], dict[str, str]] = {}
-
-
-def cached_build(spec: ProjectSpec, template_dir: Path | None = None) -> dict[str, str]:
-    """build_project, memoized per (template root, spec)."""
-    root = template_dir or scaffold.render.template_root()
-    key = (str(root), spec)
-    if key not in _RENDERS:
-        _RENDERS[key] = build_project(spec, root)
-    return dict(_RENDERS[key])
-
 
 @pytest.fixture(autouse=True)
 def _cache_renders(monkeypatch: pytest.MonkeyPatch) -> None:
