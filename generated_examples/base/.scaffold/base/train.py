@@ -198,7 +198,7 @@ def recorded_options(cfg: Config) -> dict:
     notes = []
     if dropped:
         notes.append(f"resume: dropped, no longer options: {', '.join(dropped)}")
-    new = [name for name in new if name not in ("resume", "resume_anyway")]
+    new = [name for name in new if name not in HARMLESS_CHANGES]
     if new:
         defaults = Config()
         values = ", ".join(f"{name} {getattr(defaults, name)!r}" for name in new)
@@ -222,6 +222,7 @@ def parse_config(argv=None) -> Config:
         # changed in this file since the run began never changes the run
         saved = recorded_options(cfg)
         cfg, parser = parse_dataclass(Config, argv, description, RENAMED_OPTIONS, saved)
+        check_resumed_options(cfg, saved)
     # argparse's float() takes "nan" and "inf", which no option means
     problems = [
         f"--{name.replace('_', '-')} must be a finite number, not {value}"
@@ -394,32 +395,27 @@ def lr_at(step: int, cfg: Config, total_steps: int) -> float:
 # checkpoints: a resume continues the training it began; load_model() for inference
 
 
-def check_resumed_options(cfg: Config) -> None:
-    """Stop a resume given options that differ from the run's own (config.json)
-    in one that changes training (not in HARMLESS_CHANGES): the run would go on
-    as another training than the one it began. --resume-anyway allows it."""
-    saved_path = Path(cfg.run_dir) / "config.json"
-    if not cfg.resume or cfg.resume_anyway or not saved_path.is_file():
-        return
-    saved, _, _ = upgrade_options(json.loads(saved_path.read_text()))
-    options = dataclasses.asdict(cfg)
+def check_resumed_options(cfg: Config, saved: dict) -> None:
+    """Stop a resume given options that differ from the run's own (`saved`, from
+    config.json) in one that changes training (not in HARMLESS_CHANGES): the run
+    would go on as another training than the one it began. --resume-anyway
+    allows it."""
     changed = [
         f"{name} {json.dumps(saved[name])} -> {json.dumps(value)}"
-        for name, value in options.items()
+        for name, value in dataclasses.asdict(cfg).items()
         if name in saved and name not in HARMLESS_CHANGES and saved[name] != value
     ]
-    if changed:
+    if changed and not cfg.resume_anyway:
         sys.exit(
-            f"--resume: options differ from {saved_path}: {', '.join(changed)} "
-            "(--resume-anyway continues with the new ones)"
+            f"--resume: options differ from {Path(cfg.run_dir) / 'config.json'}: "
+            f"{', '.join(changed)} (--resume-anyway continues with the new ones)"
         )
 
 
 # The layout of a checkpoint, written into each one. A change to it comes with a
 # step in upgrade_checkpoint, so that the runs begun before it still resume.
 CHECKPOINT_FORMAT = 2
-# What this project's checkpoints hold: on resume,
-# the part of a feature removed since is dropped
+# The parts of this project's checkpoints: a removed feature's is dropped on resume
 CHECKPOINT_PARTS = (
     "format",
     "model",
@@ -577,7 +573,6 @@ class Run:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
-    check_resumed_options(cfg)  # before open_logs writes the new config.json
     try:
         return train(cfg, pick_device(cfg.device))
     except ContractError as exc:
